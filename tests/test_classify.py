@@ -1,0 +1,135 @@
+"""Classification of every labelled corpus message, the real-world mail and our own variants."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watcher.classify import classify
+from watcher.model import Classification
+from watcher.parse import parse_message
+from watcher.rules import RuleSet, load_rules
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+REALMAIL = ROOT.parent / "shared" / "realmail"
+VARIANTS = Path(__file__).with_name("mail") / "classify"
+LABELLED_FIELDS = ("relevant", "platform", "kind", "reason", "authenticity", "language", "deadline", "marketplace")
+
+
+def _labels(folder: Path, name: str) -> list[dict[str, Any]]:
+    path = folder / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+CORPUS_LABELS = _labels(CORPUS, "labels.json")
+VARIANT_LABELS = _labels(VARIANTS, "expected.json")
+REALMAIL_FILES = sorted(p for p in REALMAIL.rglob("*") if p.is_file() and p.name != "README.md") if REALMAIL.exists() else []
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleSet:
+    return load_rules()
+
+
+def _classified(path: Path, rules: RuleSet) -> Classification:
+    return classify(parse_message(path.read_bytes()), rules)
+
+
+def _assert_matches_label(result: Classification, label: dict[str, Any]) -> None:
+    got = {
+        "relevant": result.relevant,
+        "platform": result.platform,
+        "kind": result.kind,
+        "reason": result.reason,
+        "authenticity": result.authenticity,
+        "language": result.language,
+        "deadline": result.deadline.isoformat() if result.deadline else None,
+        "marketplace": result.marketplace,
+    }
+    wrong = {field: (label[field], got[field]) for field in LABELLED_FIELDS if got[field] != label[field]}
+    assert not wrong, f"(expected, got) per field: {wrong}"
+    missing = set(label["ids"]) - set(result.ids)
+    assert not missing, f"ids not found: {sorted(missing)} (found {result.ids})"
+    if result.relevant:
+        assert result.severity is not None
+        assert {e.field for e in result.evidence} >= {"platform", "kind", "authenticity"}
+
+
+@pytest.mark.skipif(not CORPUS_LABELS, reason="corpus not present at ../shared/corpus")
+@pytest.mark.parametrize("label", CORPUS_LABELS, ids=[label["file"] for label in CORPUS_LABELS])
+def test_corpus_message_gets_every_labelled_field(label: dict[str, Any], rules: RuleSet) -> None:
+    _assert_matches_label(_classified(CORPUS / label["file"], rules), label)
+
+
+@pytest.mark.parametrize("label", VARIANT_LABELS, ids=[label["file"] for label in VARIANT_LABELS])
+def test_variant_message_gets_every_expected_field(label: dict[str, Any], rules: RuleSet) -> None:
+    _assert_matches_label(_classified(VARIANTS / label["file"], rules), label)
+
+
+def test_every_variant_file_has_expectations() -> None:
+    files = {p.name for p in VARIANTS.glob("*.eml")}
+    assert files == {label["file"] for label in VARIANT_LABELS}
+
+
+@pytest.mark.skipif(not REALMAIL_FILES, reason="real-world mail not present at ../shared/realmail")
+@pytest.mark.parametrize("path", REALMAIL_FILES, ids=[p.name for p in REALMAIL_FILES])
+def test_real_world_mail_is_never_a_notice(path: Path, rules: RuleSet, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="watcher.classify"):
+        result = _classified(path, rules)
+    assert result.relevant is False
+    assert not caplog.records, "classification raised internally"
+
+
+def test_phishing_is_never_verified_even_when_its_own_domain_passes_dmarc(rules: RuleSet) -> None:
+    result = _classified(VARIANTS / "amazon-phish-en-lookalike.eml", rules)
+    assert result.authenticity == "suspected_phishing"
+    assert any(e.field == "authenticity" and "link" in e.rule for e in result.evidence)
+
+
+def test_appeal_channel_is_given_only_for_verified_mail(rules: RuleSet) -> None:
+    verified = _classified(VARIANTS / "amazon-account_deactivated-en-html-cp1252.eml", rules)
+    phishing = _classified(VARIANTS / "amazon-phish-en-lookalike.eml", rules)
+    assert ("appeal_channel", "https://sellercentral.amazon.ca/performance/dashboard") in verified.facts
+    assert not any(name == "appeal_channel" for name, _ in phishing.facts)
+
+
+def test_a_configured_authserv_id_replaces_the_topmost_header(rules: RuleSet) -> None:
+    message = parse_message((VARIANTS / "ebay-account_deactivated-de-base64.eml").read_bytes())
+    assert classify(message, rules).authenticity == "verified"
+    untrusted = classify(message, rules, trusted_authserv_ids=("mx.other.example",))
+    assert untrusted.authenticity == "unverified"
+
+
+def test_held_funds_and_hold_days_are_recorded_as_facts(rules: RuleSet) -> None:
+    result = _classified(VARIANTS / "paypal-account_deactivated-en-forward.eml", rules)
+    assert ("funds_held", "true") in result.facts
+    assert ("hold_days", "180") in result.facts
+
+
+def test_garbage_bytes_classify_as_irrelevant(rules: RuleSet) -> None:
+    result = classify(parse_message(b"\x00\xff\xfe not a message \r\n\r\n\x1b$B"), rules)
+    assert result.relevant is False
+
+
+def test_a_bad_user_rule_file_names_the_file_and_key(tmp_path: Path) -> None:
+    from watcher.errors import RulesError
+
+    bad = tmp_path / "my.toml"
+    bad.write_text('[[signals.kind]]\nvalue = "account_deactivated"\npattern = "ok"\n'
+                   '[[signals.kind]]\nvalue = "account_deactivated"\npattern = "(bad"\n', encoding="utf-8")
+    with pytest.raises(RulesError, match=r"my\.toml: signals\.kind\[1\]\.pattern: invalid regex"):
+        load_rules([bad])
+
+
+def test_a_user_rule_file_adds_a_signal(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.toml"
+    extra.write_text('id = "amazon"\n[[signals.kind]]\nvalue = "account_deactivated"\n'
+                     'pattern = "storefront has vanished"\n', encoding="utf-8")
+    rules = load_rules([extra])
+    amazon = rules.platform("amazon")
+    assert amazon is not None and any("storefront" in s.pattern.pattern for s in amazon.kind_signals)

@@ -1,0 +1,170 @@
+"""The whole pipeline against a real Dovecot: check → events in SQLite → notifications to real channels."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from helpers import run, write_config
+
+from watcher.demo import sample_messages
+from watcher.sandbox import HttpSink, LocalDovecot, Mailbox
+
+NOTICES = 3  # the demo mail holds three notices, an order mail and a newsletter
+
+
+def seed(mailbox: Mailbox, folder: str = "INBOX") -> list[bytes]:
+    messages = sample_messages(datetime.now(UTC))
+    for message in messages:
+        mailbox.append(message, folder)
+    return messages
+
+
+def events(config: Path) -> list[dict[str, object]]:
+    result = run(config, "events", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines()]
+
+
+def test_check_records_one_event_per_notice_and_notifies_every_channel(
+        mailbox: Mailbox, http_sink: HttpSink, smtp_sink, tmp_path: Path) -> None:
+    seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url(), "mail": smtp_sink.url()})
+    result = run(config, "check")
+    assert result.exit_code == 0, result.output
+    assert "deliveries: 6 sent, 0 to retry, 0 failed" in result.output
+    found = events(config)
+    assert sorted((e["kind"], e["authenticity"]) for e in found) == [
+        ("account_deactivated", "verified"), ("deactivation_pending", "verified"),
+        ("security_lock", "suspected_phishing")]
+    posts = http_sink.wait_for(NOTICES)
+    titles = sorted(request.body["title"] for request in posts)
+    assert "[CRITICAL] Amazon: account deactivated — us-store" in titles
+    deactivated = next(r.body["message"] for r in posts if r.body["title"].startswith("[CRITICAL] Amazon: account deactivated"))
+    assert "related to another selling account" in deactivated
+    assert "Account Health" in deactivated  # the next steps from the playbook
+    assert "watcher events show" in deactivated
+    phishing = next(r.body["message"] for r in posts if r.body["title"].startswith("[PHISHING]"))
+    assert "login-verify" not in phishing.replace("\\", "").replace("[.]", ".") or "hxxps" in phishing
+    mails = smtp_sink.wait_for(NOTICES)
+    assert sorted(str(mail["Subject"]) for mail in mails) == titles
+
+
+def test_second_check_records_no_duplicate_events_or_notifications(mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path) -> None:
+    seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()})
+    assert run(config, "check").exit_code == 0
+    second = run(config, "check")
+    assert second.exit_code == 0
+    assert "deliveries: 0 sent" in second.output
+    assert len(events(config)) == NOTICES
+    assert len(http_sink.requests) == NOTICES
+
+
+def test_check_never_changes_the_mailbox(mailbox: Mailbox, tmp_path: Path) -> None:
+    seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {})
+    assert run(config, "check").exit_code == 0
+    with mailbox.connect() as client:
+        client.select_folder("INBOX")
+        flags = client.get_flags(client.search("ALL"))
+    assert len(flags) == 5
+    assert all(b"\\Seen" not in value for value in flags.values())
+
+
+def test_only_new_mail_is_read_on_the_next_check(mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path) -> None:
+    messages = seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()})
+    run(config, "check")
+    mailbox.append(messages[0].replace(b"<demo-0001.notice@amazon.com>", b"<demo-0099.notice@amazon.com>"))
+    result = run(config, "check")
+    row = next(line for line in result.output.splitlines() if line.startswith("us-store"))
+    assert row.split()[1:5] == ["ok", "1", "1", "1"]  # status, new, fetched, events
+    assert len(events(config)) == NOTICES + 1
+
+
+def test_the_same_notice_in_two_folders_is_one_event(mailbox: Mailbox, tmp_path: Path) -> None:
+    mailbox.create_folder("Archive")
+    seed(mailbox)
+    seed(mailbox, "Archive")
+    config = write_config(tmp_path, {"us-store": mailbox}, {}, account_extra='folders = ["INBOX", "Archive"]')
+    assert run(config, "check").exit_code == 0
+    assert len(events(config)) == NOTICES
+
+
+def test_uidvalidity_change_rescans_without_duplicating_events(mailbox: Mailbox, tmp_path: Path) -> None:
+    mailbox.create_folder("Notices")
+    messages = seed(mailbox, "Notices")
+    config = write_config(tmp_path, {"us-store": mailbox}, {}, account_extra='folders = ["Notices"]')
+    run(config, "check")
+    mailbox.delete_folder("Notices")
+    mailbox.create_folder("Notices")  # a new folder of the same name gets a new UIDVALIDITY
+    for message in messages:
+        mailbox.append(message, "Notices")
+    mailbox.append(messages[0].replace(b"<demo-0001.notice@amazon.com>", b"<demo-0100.notice@amazon.com>"), "Notices")
+    assert run(config, "check").exit_code == 0
+    assert len(events(config)) == NOTICES + 1
+
+
+def test_ordinary_mail_is_screened_out_without_fetching_its_body(mailbox: Mailbox, tmp_path: Path) -> None:
+    seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {})
+    row = next(line for line in run(config, "check").output.splitlines() if line.startswith("us-store"))
+    new, fetched = (int(value) for value in row.split()[2:4])
+    assert (new, fetched) == (5, 4)  # the newsletter's headers name no platform; the order mail is Amazon's
+
+
+def test_a_failing_account_makes_check_exit_1_while_the_others_are_processed(
+        dovecot: LocalDovecot, mailbox: Mailbox, tmp_path: Path) -> None:
+    seed(mailbox)
+    broken = Mailbox(username=mailbox.username, password="wrong-password-123", host=mailbox.host, port=mailbox.port)
+    config = write_config(tmp_path, {"broken": broken, "good": mailbox}, {})
+    result = run(config, "check")
+    assert result.exit_code == 1
+    assert "login refused" in result.output
+    assert "wrong-password-123" not in result.output
+    assert len(events(config)) == NOTICES
+    database = sqlite3.connect(tmp_path / "events.db")
+    dump = "\n".join(database.iterdump())
+    assert "wrong-password-123" not in dump and mailbox.password not in dump
+
+
+def test_an_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
+    nobody = Mailbox(username="u", password="p", host="127.0.0.1", port=1)
+    config = write_config(tmp_path, {"gone": nobody}, {})
+    result = run(config, "check")
+    assert result.exit_code == 1
+    assert "gone: connect to 127.0.0.1:1 failed" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_malformed_notice_is_recorded_and_the_check_carries_on(mailbox: Mailbox, tmp_path: Path) -> None:
+    mailbox.append(b"From: Amazon <seller-notification@amazon.com>\r\nSubject: Your Amazon.com Selling Account\r\n"
+                   b"Content-Type: multipart/mixed; boundary=\"x\"\r\nMessage-ID: <broken-1@amazon.com>\r\n\r\n"
+                   b"--x\r\nContent-Type: text/plain; charset=no-such-charset\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                   b"!!!not base64\x00\xff\r\n--x")
+    seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {})
+    assert run(config, "check").exit_code == 0
+    assert len(events(config)) == NOTICES
+    processed = sqlite3.connect(tmp_path / "events.db").execute(
+        "SELECT outcome FROM processed WHERE message_id = '<broken-1@amazon.com>'").fetchall()
+    assert len(processed) == 1
+
+
+def test_events_show_prints_the_notification_and_its_deliveries(mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path) -> None:
+    seed(mailbox)
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()})
+    run(config, "check")
+    first = min(event["id"] for event in events(config))
+    shown = run(config, "events", "show", str(first))
+    assert shown.exit_code == 0
+    assert shown.output.startswith("[CRITICAL] Amazon: account deactivated — us-store\n")
+    assert "hook" in shown.output and "sent" in shown.output
+    as_json = json.loads(run(config, "events", "show", str(first), "--json").output)
+    assert as_json["guidance"]["steps"]
+    assert as_json["deliveries"][0]["status"] == "sent"
+    missing = run(config, "events", "show", "999")
+    assert (missing.exit_code, missing.output) == (1, "Error: no event with id 999\n")

@@ -1,0 +1,179 @@
+"""Classify a parsed message: is it a notice about the seller's own account, and what does it say?
+
+The steps, each driven by the RuleSet's data:
+1. platform — the sender's own domain, else the platform it claims (look-alike domain, display
+   name, subject, body);
+2. relevance — no platform, a newsletter/advert tell, or no kind signal means "not relevant";
+3. kind and reason — every matching signal is collected; the first in ``kind_order`` /
+   ``reason_order`` wins (the most decisive account-level action);
+4. authenticity (authenticity.py) and the fields (extract.py).
+Every field carries Evidence naming the rule and the text that set it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date
+
+from watcher import authenticity, extract
+from watcher.model import Classification, Evidence, ParsedMessage
+from watcher.rules import Platform, RuleSet, Signal
+
+log = logging.getLogger(__name__)
+
+MAX_CLASSIFIED_CHARS = 200_000
+
+
+def _first_hits(signals: Iterable[Signal], text: str, lowered: str) -> dict[str, Evidence]:
+    """Return, per value, the evidence of the first signal for it that matches ``text``."""
+    hits: dict[str, Evidence] = {}
+    for signal in signals:
+        if signal.value in hits:
+            continue
+        found = signal.search(text, lowered)
+        if found:
+            hits[signal.value] = Evidence("", signal.value, signal.rule, found.group(0))
+    return hits
+
+
+def _named(evidence: Evidence, field: str) -> Evidence:
+    return Evidence(field=field, value=evidence.value, rule=evidence.rule, signal=evidence.signal)
+
+
+def _earliest_claim(value: str, rules: RuleSet) -> Platform | None:
+    """Return the platform named first in ``value``, or None."""
+    best: tuple[int, Platform] | None = None
+    for platform in rules.platforms:
+        found = platform.names.search(value)
+        if found and (best is None or found.start() < best[0]):
+            best = (found.start(), platform)
+    return best[1] if best else None
+
+
+def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Platform, Evidence] | None:
+    """Return the platform the message comes from or claims to come from, with the evidence."""
+    sender = authenticity.domain_of(message.from_address)
+    owner = authenticity.owner_of(sender, rules)
+    if owner is not None:
+        return owner, Evidence("platform", owner.id, "sender domain", sender)
+    imitated = authenticity.lookalike_of(sender, rules)
+    if imitated is not None:
+        return imitated, Evidence("platform", imitated.id, "look-alike sender domain", sender)
+    for where, value in (("display name", message.from_name), ("subject", message.subject)):
+        claimed = _earliest_claim(value, rules)
+        if claimed is not None:
+            return claimed, Evidence("platform", claimed.id, f"platform named in the {where}", value)
+    lowered = text.lower()
+    counts = [(sum(lowered.count(name) for name in p.name_list), p) for p in rules.platforms]
+    count, platform = max(counts, key=lambda pair: pair[0], default=(0, None))
+    if platform is None or count == 0:
+        return None
+    return platform, Evidence("platform", platform.id, "platform named in the body", f"{count} mentions")
+
+
+def classify(
+    message: ParsedMessage,
+    rules: RuleSet,
+    *,
+    trusted_authserv_ids: tuple[str, ...] = (),
+) -> Classification:
+    """Return what ``message`` means for the seller; never raises (a failure logs and is irrelevant)."""
+    try:
+        return _classify(message, rules, trusted_authserv_ids)
+    except Exception:  # one odd message must never stop the watcher
+        log.exception("classification failed for message %s", message.message_id)
+        return Classification(relevant=False)
+
+
+def _classify(message: ParsedMessage, rules: RuleSet, trusted_ids: tuple[str, ...]) -> Classification:
+    text = message.text[:MAX_CLASSIFIED_CHARS]
+    language = extract.detect_language(text or message.subject, rules)
+    claim = find_platform(message, text, rules)
+    if claim is None:
+        return Classification(relevant=False, language=language)
+    platform, platform_evidence = claim
+    haystack = f"{message.subject}\n{text}"
+    lowered = haystack.lower()
+    veto = _first_hits((*rules.not_notice, *platform.not_notice), haystack, lowered)
+    if veto:
+        log.debug("not a notice: %s", next(iter(veto.values())).signal)
+        return Classification(relevant=False, language=language)
+    kinds = _first_hits((*platform.kind_signals, *rules.kind_signals), haystack, lowered)
+    kind = next((k for k in rules.kind_order if k in kinds), None)
+    if kind is None:
+        return Classification(relevant=False, language=language)
+    evidence = [platform_evidence, _named(kinds[kind], "kind")]
+
+    reason = "unknown"
+    if kind not in rules.kinds_without_reason:
+        reasons = _first_hits((*platform.reason_signals, *rules.reason_signals), haystack, lowered)
+        reason = next((r for r in rules.reason_order if r in reasons), "unknown")
+        if reason in reasons:
+            evidence.append(_named(reasons[reason], "reason"))
+
+    verdict = authenticity.judge(message, platform, text, rules, trusted_ids)
+    evidence.extend(verdict.evidence)
+    marketplace = extract.find_marketplace(message.subject, text, platform, rules)
+    sender = authenticity.domain_of(message.from_address)
+    if marketplace is None and authenticity.is_own(sender, platform):
+        marketplace = extract.marketplace_of_sender(sender, platform)
+    deadline = None
+    if kind not in rules.kinds_without_deadline:
+        order = extract.date_order_for(platform, marketplace.value if marketplace else None)
+        forwarded = authenticity.is_internal_forward(message, rules)
+        deadline = extract.find_deadline(haystack, message.date, order, rules, relative_allowed=not forwarded)
+    ids = extract.find_ids(haystack, rules)
+    facts = _facts(kind, kinds, haystack, lowered, message, platform, verdict.authenticity, rules)
+    for found in (marketplace, deadline, *ids):
+        if found is not None:
+            evidence.append(found.evidence)
+    evidence.extend(Evidence("facts", value, name, "") for name, value in facts)
+    return Classification(
+        relevant=True,
+        platform=platform.id,
+        kind=kind,
+        reason=reason,
+        severity=rules.severity.get(kind),
+        authenticity=verdict.authenticity,
+        language=language,
+        reason_text=extract.reason_text(text, rules),
+        deadline=_as_date(deadline.value) if deadline else None,
+        marketplace=marketplace.value if marketplace else None,
+        ids=tuple(found.value for found in ids),
+        facts=facts,
+        evidence=tuple(evidence),
+    )
+
+
+def _as_date(value: str) -> date:
+    return date.fromisoformat(value)
+
+
+def _facts(
+    kind: str,
+    kinds: dict[str, Evidence],
+    text: str,
+    lowered: str,
+    message: ParsedMessage,
+    platform: Platform,
+    verdict: str,
+    rules: RuleSet,
+) -> tuple[tuple[str, str], ...]:
+    """Return the secondary facts: funds held, hold duration, appeal channel (verified mail only)."""
+    facts: list[tuple[str, str]] = []
+    if kind != "funds_held" and ("funds_held" in kinds or _first_hits(rules.funds_signals, text, lowered)):
+        facts.append(("funds_held", "true"))
+    hold = extract.find_hold_days(text, rules)
+    if hold is not None:
+        facts.append(("hold_days", hold.value))
+    if verdict == authenticity.VERIFIED:
+        channel = next(
+            (link.href for link in message.links if authenticity.is_own(authenticity.host_of(link.href), platform)),
+            None,
+        )
+        if channel is None and message.reply_to:
+            channel = f"mailto:{message.reply_to[0]}"
+        if channel is not None:
+            facts.append(("appeal_channel", channel))
+    return tuple(facts)

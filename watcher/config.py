@@ -1,0 +1,328 @@
+"""Load and validate the one TOML configuration file; report every problem with its key path."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from watcher.errors import ConfigError, SecretError
+from watcher.model import KINDS, SEVERITIES
+from watcher.secrets import Secret, SecretSource, read_secret
+
+SEARCH_PATH = (
+    Path("watcher.toml"),
+    Path("~/.config/watcher/watcher.toml"),
+    Path("/etc/watcher/watcher.toml"),
+)
+SECURITY_MODES = ("ssl", "starttls", "none")
+DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    name: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password: Secret
+    folders: tuple[str, ...]
+    lookback_days: int
+    ca_file: Path | None
+    max_message_bytes: int
+    timeout_seconds: float
+    store: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    name: str
+    url: Secret
+    platforms: tuple[str, ...]  # empty = all
+    kinds: tuple[str, ...]
+    accounts: tuple[str, ...]
+    min_severity: str
+
+    def wants(self, platform: str | None, kind: str | None, severity: str | None, account: str) -> bool:
+        """Return True when an event with these values passes this channel's filters."""
+        if self.platforms and platform not in self.platforms:
+            return False
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.accounts and account not in self.accounts:
+            return False
+        return SEVERITIES.index(severity or "info") >= SEVERITIES.index(self.min_severity)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    database: Path
+    poll_seconds: int
+    delivery_retry_hours: float
+    rule_files: tuple[Path, ...]
+    guidance_files: tuple[Path, ...]
+    guidance_language: str
+    trusted_authserv_ids: tuple[str, ...]
+    accounts: tuple[AccountConfig, ...]
+    channels: tuple[ChannelConfig, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def find_config(explicit: str | None) -> Path:
+    """Return the config path: ``explicit``, else $WATCHER_CONFIG, else the first that exists of SEARCH_PATH.
+
+    Raise ConfigError when none is found.
+    """
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("WATCHER_CONFIG"):
+        return Path(os.environ["WATCHER_CONFIG"])
+    for candidate in SEARCH_PATH:
+        path = candidate.expanduser()
+        if path.exists():
+            return path
+    searched = ", ".join(str(p) for p in SEARCH_PATH)
+    raise ConfigError("watcher.toml", [f"no configuration file found (looked at --config, $WATCHER_CONFIG, {searched})"])
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``path``. Raise ConfigError listing every problem found."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), [f"cannot read: {error}"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
+    reader = _Reader(path.parent.resolve())
+    config = reader.config(path, document)
+    if reader.problems:
+        raise ConfigError(str(path), reader.problems)
+    return config
+
+
+class _Reader:
+    """Walks the document, collecting problems instead of stopping at the first."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    def table(self, document: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        value = document.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(key, f"must be a table, got {type(value).__name__}")
+            return {}
+        for unknown in sorted(set(value) - allowed):
+            self.problem(f"{key}.{unknown}", "unknown key")
+        return value
+
+    def get(self, table: dict[str, Any], prefix: str, key: str, kind: type, default: Any = None, *, required: bool = False,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in table:
+            if required:
+                self.problem(path, "required")
+            return default
+        value = table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.problem(path, f"must be {_type_name(kind)}, got {value!r}")
+            return default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(path, message)
+                return default
+        return value
+
+    def strings(self, table: dict[str, Any], prefix: str, key: str, default: tuple[str, ...] = (),
+                allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        path = f"{prefix}.{key}" if prefix else key
+        value = table.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.problem(path, f"must be a list of strings, got {value!r}")
+            return default
+        if allowed is not None:
+            for index, item in enumerate(value):
+                if item not in allowed:
+                    self.problem(f"{path}[{index}]", f"unknown value {item!r}; expected one of {', '.join(allowed)}")
+        return tuple(value)
+
+    def path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def secret(self, table: dict[str, Any], prefix: str, name: str) -> Secret | None:
+        """Read the secret given by exactly one of NAME, NAME_file, NAME_env, NAME_credential."""
+        sources = [(source, table[key]) for source, key in
+                   ((SecretSource.VALUE, name), (SecretSource.FILE, f"{name}_file"),
+                    (SecretSource.ENV, f"{name}_env"), (SecretSource.CREDENTIAL, f"{name}_credential"))
+                   if key in table]
+        choices = f"{name}, {name}_file, {name}_env or {name}_credential"
+        if len(sources) != 1:
+            self.problem(f"{prefix}.{name}", f"give exactly one of {choices}")
+            return None
+        source, value = sources[0]
+        key = f"{prefix}.{name}" + ("" if source is SecretSource.VALUE else f"_{source.value}")
+        if not isinstance(value, str) or not value:
+            self.problem(key, "must be a non-empty string")
+            return None
+        try:
+            return read_secret(source, str(self.path(value)) if source is SecretSource.FILE else value)
+        except SecretError as error:
+            self.problem(key, str(error))
+            return None
+
+    def config(self, path: Path, document: dict[str, Any]) -> Config:
+        for unknown in sorted(set(document) - {"storage", "schedule", "delivery", "classify", "authenticity", "accounts", "channels"}):
+            self.problem(unknown, "unknown key")
+        storage = self.table(document, "storage", {"database"})
+        schedule = self.table(document, "schedule", {"poll_seconds"})
+        delivery = self.table(document, "delivery", {"retry_hours"})
+        classify = self.table(document, "classify", {"rule_files", "guidance_files", "guidance_language"})
+        authenticity = self.table(document, "authenticity", {"trusted_authserv_ids"})
+        positive = _at_least(1)
+        accounts = self.accounts(document.get("accounts", []))
+        channels = self.channels(document.get("channels", []), {account.name for account in accounts})
+        if "accounts" not in document:
+            self.problem("accounts", "at least one [[accounts]] entry is required")
+        literal_password = any(isinstance(entry, dict) and "password" in entry for entry in document.get("accounts", []) or [])
+        if literal_password and _readable_by_others(path):
+            self.warnings.append(f"{path} holds a password and other users can read it (chmod 600 it)")
+        return Config(
+            path=path,
+            database=self.path(self.get(storage, "storage", "database", str, "events.db")),
+            poll_seconds=self.get(schedule, "schedule", "poll_seconds", int, 120, check=positive),
+            delivery_retry_hours=self.get(delivery, "delivery", "retry_hours", float, 24.0, check=_at_least(0)),
+            rule_files=tuple(self.path(p) for p in self.strings(classify, "classify", "rule_files")),
+            guidance_files=tuple(self.path(p) for p in self.strings(classify, "classify", "guidance_files")),
+            guidance_language=self.get(classify, "classify", "guidance_language", str, "auto"),
+            trusted_authserv_ids=self.strings(authenticity, "authenticity", "trusted_authserv_ids"),
+            accounts=accounts,
+            channels=channels,
+            warnings=tuple(self.warnings),
+        )
+
+    def accounts(self, entries: Any) -> tuple[AccountConfig, ...]:
+        if not isinstance(entries, list):
+            self.problem("accounts", "must be an array of tables ([[accounts]])")
+            return ()
+        allowed = {"name", "store", "host", "port", "security", "username", "password", "password_file",
+                   "password_env", "password_credential", "folders", "lookback_days", "ca_file",
+                   "max_message_bytes", "timeout_seconds"}
+        result: list[AccountConfig] = []
+        names: set[str] = set()
+        for index, entry in enumerate(entries):
+            prefix = f"accounts[{index}]"
+            if not isinstance(entry, dict):
+                self.problem(prefix, "must be a table")
+                continue
+            for unknown in sorted(set(entry) - allowed):
+                self.problem(f"{prefix}.{unknown}", "unknown key")
+            name = self.get(entry, prefix, "name", str, f"account-{index}", required=True, check=_nonempty)
+            if name in names:
+                self.problem(f"{prefix}.name", f"duplicate account name {name!r}")
+            names.add(name)
+            security = self.get(entry, prefix, "security", str, "ssl",
+                                check=lambda v: None if v in SECURITY_MODES else f"must be one of {', '.join(SECURITY_MODES)}, got {v!r}")
+            host = self.get(entry, prefix, "host", str, "", required=True, check=_nonempty)
+            if security == "none" and host and not _is_loopback(host):
+                self.problem(f"{prefix}.security", f'"none" sends the password in clear text; only allowed for a loopback host, not {host!r}')
+            ca_file = self.get(entry, prefix, "ca_file", str)
+            if ca_file is not None and not self.path(ca_file).is_file():
+                self.problem(f"{prefix}.ca_file", f"file not found: {self.path(ca_file)}")
+            password = self.secret(entry, prefix, "password")
+            result.append(AccountConfig(
+                name=name,
+                store=self.get(entry, prefix, "store", str, name, check=_nonempty),
+                host=host,
+                port=self.get(entry, prefix, "port", int, DEFAULT_PORTS.get(security, 993), check=_port),
+                security=security,
+                username=self.get(entry, prefix, "username", str, "", required=True, check=_nonempty),
+                password=password or Secret(""),
+                folders=self.strings(entry, prefix, "folders", ("INBOX",)) or ("INBOX",),
+                lookback_days=self.get(entry, prefix, "lookback_days", int, 30, check=_at_least(0)),
+                ca_file=self.path(ca_file) if ca_file else None,
+                max_message_bytes=self.get(entry, prefix, "max_message_bytes", int, 5_000_000, check=_at_least(1024)),
+                timeout_seconds=self.get(entry, prefix, "timeout_seconds", float, 30.0, check=_at_least(1)),
+            ))
+        return tuple(result)
+
+    def channels(self, entries: Any, account_names: set[str]) -> tuple[ChannelConfig, ...]:
+        if not isinstance(entries, list):
+            self.problem("channels", "must be an array of tables ([[channels]])")
+            return ()
+        allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "min_severity"}
+        result: list[ChannelConfig] = []
+        names: set[str] = set()
+        for index, entry in enumerate(entries):
+            prefix = f"channels[{index}]"
+            if not isinstance(entry, dict):
+                self.problem(prefix, "must be a table")
+                continue
+            for unknown in sorted(set(entry) - allowed):
+                self.problem(f"{prefix}.{unknown}", "unknown key")
+            name = self.get(entry, prefix, "name", str, f"channel-{index}", required=True, check=_nonempty)
+            if name in names:
+                self.problem(f"{prefix}.name", f"duplicate channel name {name!r}")
+            names.add(name)
+            accounts = self.strings(entry, prefix, "accounts")
+            for position, account in enumerate(accounts):
+                if account not in account_names:
+                    self.problem(f"{prefix}.accounts[{position}]", f"no account named {account!r}")
+            url = self.secret(entry, prefix, "url")
+            result.append(ChannelConfig(
+                name=name,
+                url=url or Secret(""),
+                platforms=self.strings(entry, prefix, "platforms"),
+                kinds=self.strings(entry, prefix, "kinds", allowed=KINDS),
+                accounts=accounts,
+                min_severity=self.get(entry, prefix, "min_severity", str, "info",
+                                      check=lambda v: None if v in SEVERITIES else f"must be one of {', '.join(SEVERITIES)}, got {v!r}"),
+            ))
+        return tuple(result)
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}.get(kind, kind.__name__)
+
+
+def _nonempty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else f"must be a port number 1-65535, got {value}"
+
+
+def _at_least(minimum: float) -> Callable[[float], str | None]:
+    return lambda value: None if value >= minimum else f"must be at least {minimum:g}, got {value}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False

@@ -1,0 +1,209 @@
+"""Extract the fields of a notice from its text: deadline, ids, marketplace, reason text, language.
+
+Every pattern comes from the RuleSet; this module only applies them. Deadlines follow
+corpus/README.md: relative periods count from the Date header's UTC date (hours round up to whole
+days); explicit dates are read in the marketplace's order and count only with a cue word ("on",
+"by", "までに"…) and when not in the past. Review times, document windows and hold periods are not
+deadlines.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from watcher.model import Evidence
+from watcher.rules import Platform, RuleSet
+
+log = logging.getLogger(__name__)
+
+LANGUAGE_SAMPLE = 2000  # characters of body read to decide the language
+REASON_TEXT_CHARS = 600
+_CUE_WINDOW = 24
+_VETO_WINDOW = 60
+_WORD = re.compile(r"[^\W\d_]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A value found in the text and the evidence for it."""
+
+    value: str
+    evidence: Evidence
+
+
+def detect_language(text: str, rules: RuleSet) -> str:
+    """Return the language id of ``text``: by script first (kana, Han), then by common words."""
+    sample = text[:LANGUAGE_SAMPLE]
+    for signal in rules.script_languages:
+        if len(signal.pattern.findall(sample)) >= rules.script_minimum:
+            return signal.value
+    words = _WORD.findall(sample.lower())
+    best, best_count = rules.default_language, 0
+    for language in rules.word_languages:
+        count = sum(1 for word in words if word in language.words)
+        if count > best_count:
+            best, best_count = language.language, count
+    return best
+
+
+def find_marketplace(subject: str, text: str, platform: Platform, rules: RuleSet) -> Found | None:
+    """Return the regional site the notice names (subject first, then body, legal footers skipped)."""
+    if platform.marketplace_pattern is None:
+        return None
+    for where, source in (("subject", subject), ("body", text)):
+        for found in platform.marketplace_pattern.finditer(source):
+            line_start = source.rfind("\n", 0, found.start()) + 1
+            line_end = source.find("\n", found.end())
+            line = source[line_start : line_end if line_end >= 0 else len(source)]
+            if rules.boilerplate.search(line):
+                continue
+            value = found.group(1).lower()
+            return Found(value, Evidence("marketplace", value, f"{platform.id} marketplaces", f"{where}: {found.group(0)}"))
+    return None
+
+
+def marketplace_of_sender(sender_domain: str, platform: Platform) -> Found | None:
+    """Return the marketplace whose domain sent the mail, for platforms that write regionally."""
+    if not platform.marketplace_from_sender:
+        return None
+    for candidate in sorted(platform.marketplaces, key=lambda m: -len(m.id)):
+        if sender_domain == candidate.id or sender_domain.endswith("." + candidate.id):
+            evidence = Evidence("marketplace", candidate.id, f"{platform.id} regional sender", sender_domain)
+            return Found(candidate.id, evidence)
+    return None
+
+
+def date_order_for(platform: Platform, marketplace: str | None) -> str:
+    """Return the numeric date order of ``marketplace`` (or the platform's default)."""
+    for candidate in platform.marketplaces:
+        if candidate.id == marketplace:
+            return candidate.date_order
+    return platform.date_order
+
+
+def _explicit_date(found: re.Match[str], order: str, rules: RuleSet) -> date | None:
+    parts = found.groupdict()
+    try:
+        year = int(parts["y"])
+        if parts.get("mon") is not None:
+            month = rules.months.get(parts["mon"].lower().rstrip("."))
+            if month is None:
+                return None
+            return date(year, month, int(parts["d"]))
+        if parts.get("m") is not None:
+            return date(year, int(parts["m"]), int(parts["d"]))
+        first, second = int(parts["a"]), int(parts["b"])
+        month, day = (second, first) if order == "dmy" else (first, second)
+        if month > 12 and day <= 12:  # unambiguous the other way round
+            month, day = day, month
+        return date(year, month, day)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def find_deadline(
+    text: str,
+    sent: datetime | None,
+    order: str,
+    rules: RuleSet,
+    *,
+    relative_allowed: bool = True,
+) -> Found | None:
+    """Return the earliest date by which the seller must act, or None."""
+    sent_day = sent.astimezone(timezone.utc).date() if sent is not None else None
+    lowered = text.lower()
+    candidates: list[tuple[date, Evidence]] = []
+    if relative_allowed and sent_day is not None:
+        for rule in rules.relative_deadlines:
+            if not rule.signal.may_match(lowered):
+                continue
+            for found in rule.signal.finditer(lowered):
+                before = lowered[max(0, found.start() - _VETO_WINDOW) : found.start()]
+                if rules.deadline_veto.search(before):
+                    continue
+                amount = int(found.group("n"))
+                days = amount if rule.unit == "days" else math.ceil(amount / 24)
+                if not 0 < days <= 366:
+                    continue
+                value = sent_day + timedelta(days=days)
+                candidates.append((value, Evidence("deadline", value.isoformat(), rule.signal.rule, found.group(0))))
+    for signal in rules.explicit_dates:
+        if not signal.may_match(lowered):
+            continue
+        for found in signal.finditer(lowered):
+            before = lowered[max(0, found.start() - _CUE_WINDOW) : found.start()]
+            after = lowered[found.end() : found.end() + _CUE_WINDOW]
+            if not (rules.deadline_cue_before.search(before) or rules.deadline_cue_after.search(after)):
+                continue
+            value = _explicit_date(found, order, rules)
+            if value is None or (sent_day is not None and value < sent_day):
+                continue
+            candidates.append((value, Evidence("deadline", value.isoformat(), signal.rule, found.group(0))))
+    if not candidates:
+        return None
+    value, evidence = min(candidates, key=lambda pair: pair[0])
+    return Found(value.isoformat(), evidence)
+
+
+def find_ids(text: str, rules: RuleSet) -> tuple[Found, ...]:
+    """Return the identifiers in ``text`` (ASINs, complaint, case, ticket, violation, order ids)."""
+    seen: dict[str, Found] = {}
+    lowered = text.lower()
+    aligned = len(lowered) == len(text)  # lower() keeps positions for all but a few characters
+    for signal in rules.id_rules:
+        if not signal.may_match(lowered):
+            continue
+        matches = signal.finditer(lowered) if aligned else signal.pattern.finditer(text)
+        for found in matches:
+            start, end = found.span("id")
+            value = text[start:end]
+            if signal.value == "asin":
+                value = value.upper()
+            if value not in seen:
+                seen[value] = Found(value, Evidence("ids", value, signal.rule, found.group(0)))
+    return tuple(seen.values())
+
+
+def find_hold_days(text: str, rules: RuleSet) -> Found | None:
+    """Return the number of days funds are held, when the notice states one."""
+    lowered = text.lower()
+    for signal in rules.hold_days:
+        found = signal.search(text, lowered)
+        if found:
+            return Found(found.group("n"), Evidence("hold_days", found.group("n"), signal.rule, found.group(0)))
+    return None
+
+
+def reason_text(text: str, rules: RuleSet) -> str | None:
+    """Return the sentences that say why (after a "Why…?" heading, or a "because" sentence)."""
+    heading = rules.reason_headings.search(text)
+    if heading:
+        lines: list[str] = []
+        for line in text[heading.end() :].lstrip("\n").split("\n"):
+            stripped = line.strip()
+            if not stripped:
+                if lines:
+                    break
+                continue
+            if stripped.endswith(("?", "？")) or (lines and len(stripped) < 40 and not stripped[-1:] in ".。"):
+                break
+            lines.append(stripped)
+        if lines:
+            return _trim(" ".join(lines))
+    for sentence in _SENTENCE_END.split(text):
+        if rules.reason_cues.search(sentence):
+            return _trim(sentence.strip())
+    return None
+
+
+def _trim(text: str) -> str:
+    if len(text) <= REASON_TEXT_CHARS:
+        return text
+    cut = text[:REASON_TEXT_CHARS].rsplit(" ", 1)[0]
+    return cut + "…"
+

@@ -1,0 +1,631 @@
+"""Load and validate the rule data files (watcher/rules/*.toml plus user files) into a RuleSet.
+
+``common.toml`` holds what is shared by every platform (kinds, severities, languages, deadline and
+id patterns, phishing tells); each other file describes one platform (names, domains, marketplaces
+and its own signals). A user file with an ``id`` extends or adds a platform; one without extends the
+common data. Adding a platform or a language is a data change only. Every problem in a file is
+collected and reported at once, located as ``file: key.path[index]: problem``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watcher.errors import RulesError
+from watcher.model import KINDS, SEVERITIES
+
+log = logging.getLogger(__name__)
+
+RULES_DIR = Path(__file__).with_name("rules")
+COMMON_FILE = "common.toml"
+DATE_ORDERS = ("mdy", "dmy", "ymd")
+UNITS = ("days", "hours")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One compiled pattern: when it matches, ``value`` is suggested; ``rule`` names its origin.
+
+    ``triggers`` are groups of lower-case literals: every match contains one literal of each group.
+    When a group has none in the lower-cased text the regex is not run at all (this keeps
+    classification cheap: most signals are skipped by a few substring tests).
+    """
+
+    rule: str
+    value: str
+    pattern: re.Pattern[str]  # as written, case-insensitive
+    triggers: tuple[tuple[str, ...], ...] = ()
+    fast: re.Pattern[str] | None = None  # lower-cased, case-sensitive, leading \b checked by hand
+    word_start: bool = False
+
+    def may_match(self, lowered: str) -> bool:
+        """Return False when the pattern cannot match text whose lower-case form is ``lowered``."""
+        return may_match(self.triggers, lowered)
+
+    def search(self, text: str, lowered: str) -> re.Match[str] | None:
+        """Return the first match, found in ``lowered`` (``text.lower()``), or None."""
+        if not self.may_match(lowered):
+            return None
+        return next(self.finditer(lowered), None)
+
+    def finditer(self, lowered: str) -> Iterator[re.Match[str]]:
+        """Yield the matches in ``lowered`` (lower-case text), as the pattern as written would."""
+        fast = self.fast or self.pattern
+        if not self.word_start:
+            yield from fast.finditer(lowered)
+            return
+        position = 0
+        while (found := fast.search(lowered, position)) is not None:
+            start = found.start()
+            if start == 0 or not (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
+                yield found
+                position = max(found.end(), start + 1)
+            else:
+                position = start + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Marketplace:
+    id: str
+    date_order: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkException:
+    """A non-platform link host that is legitimate when the text matches ``requires``."""
+
+    host: str
+    requires: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    id: str
+    names: re.Pattern[str]  # any of the platform's names, in every language
+    name_list: tuple[str, ...]  # the same names, lower-case
+    brands: tuple[str, ...]  # lower-case tokens used to recognise look-alike domains
+    domains: tuple[str, ...]  # the platform's own mail and web domains (subdomains count)
+    link_exceptions: tuple[LinkException, ...]
+    marketplaces: tuple[Marketplace, ...]
+    marketplace_pattern: re.Pattern[str] | None
+    marketplace_from_sender: bool  # the regional sender domain names the marketplace
+    date_order: str
+    kind_signals: tuple[Signal, ...]
+    reason_signals: tuple[Signal, ...]
+    not_notice: tuple[Signal, ...]
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeRule:
+    signal: Signal  # group "n" holds the number
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageWords:
+    """A language recognised by how many of its common words the text uses."""
+
+    language: str
+    words: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Everything the classifier knows, compiled once."""
+
+    platforms: tuple[Platform, ...]
+    severity: dict[str, str]
+    kind_order: tuple[str, ...]  # most to least decisive
+    reason_order: tuple[str, ...]
+    kinds_without_reason: tuple[str, ...]
+    kinds_without_deadline: tuple[str, ...]
+    kind_signals: tuple[Signal, ...]
+    reason_signals: tuple[Signal, ...]
+    not_notice: tuple[Signal, ...]
+    funds_signals: tuple[Signal, ...]
+    hold_days: tuple[Signal, ...]  # group "n"
+    script_languages: tuple[Signal, ...]  # value = language, pattern = character class
+    word_languages: tuple[LanguageWords, ...]
+    default_language: str
+    script_minimum: int
+    free_mail: tuple[str, ...]
+    forward_subject: re.Pattern[str]
+    forwarded_from: re.Pattern[str]
+    scam_phrases: tuple[Signal, ...]
+    lookalike_distance: int
+    relative_deadlines: tuple[RelativeRule, ...]
+    explicit_dates: tuple[Signal, ...]
+    deadline_cue_before: re.Pattern[str]
+    deadline_cue_after: re.Pattern[str]
+    deadline_veto: re.Pattern[str]
+    months: dict[str, int]
+    id_rules: tuple[Signal, ...]  # group "id"
+    reason_headings: re.Pattern[str]
+    reason_cues: re.Pattern[str]
+    boilerplate: re.Pattern[str]
+    sources: tuple[str, ...] = field(default=())
+
+    def platform(self, platform_id: str) -> Platform | None:
+        """Return the platform with ``platform_id``, or None."""
+        return next((p for p in self.platforms if p.id == platform_id), None)
+
+
+class _Problems:
+    """Collect located problems for one file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, where: str, problem: str) -> None:
+        self.items.append(f"{self.source}: {where}: {problem}")
+
+
+def _compile(value: Any, where: str, problems: _Problems) -> re.Pattern[str] | None:
+    if not isinstance(value, str) or not value:
+        problems.add(where, f"must be a non-empty string, got {value!r}")
+        return None
+    try:
+        return re.compile(value, re.IGNORECASE | re.MULTILINE)
+    except re.error as error:
+        problems.add(where, f"invalid regex {value!r}: {error}")
+        return None
+
+
+def _strings(table: dict[str, Any], key: str, where: str, problems: _Problems) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        problems.add(f"{where}{key}", "must be a list of non-empty strings")
+        return ()
+    return tuple(value)
+
+
+def _signals(
+    table: dict[str, Any],
+    key: str,
+    where: str,
+    problems: _Problems,
+    allowed: Sequence[str] | None = None,
+    needs_value: bool = True,
+    group: str | None = None,
+) -> tuple[Signal, ...]:
+    """Compile ``table[key]``, a list of {value, pattern} tables; ``allowed`` limits the values."""
+    entries = table.get(key, [])
+    if not isinstance(entries, list):
+        problems.add(f"{where}{key}", "must be an array of tables")
+        return ()
+    signals = []
+    for index, entry in enumerate(entries):
+        located = f"{where}{key}[{index}]"
+        if not isinstance(entry, dict):
+            problems.add(located, "must be a table with 'pattern'")
+            continue
+        unknown = set(entry) - {"value", "pattern", "note", "unit"}
+        for name in sorted(unknown):
+            problems.add(f"{located}.{name}", "unknown key")
+        value = entry.get("value", "")
+        if needs_value and (not isinstance(value, str) or not value):
+            problems.add(f"{located}.value", "must be a non-empty string")
+            continue
+        if allowed is not None and value not in allowed:
+            problems.add(f"{located}.value", f"unknown value {value!r} (one of {', '.join(allowed)})")
+            continue
+        pattern = _compile(entry.get("pattern"), f"{located}.pattern", problems)
+        if pattern is None:
+            continue
+        if group is not None and group not in pattern.groupindex:
+            problems.add(f"{located}.pattern", f"needs a named group (?P<{group}>…)")
+            continue
+        fast, word_start = _fast_form(pattern.pattern)
+        signals.append(
+            Signal(
+                rule=f"{problems.source}: {located}",
+                value=str(value),
+                pattern=pattern,
+                triggers=required_literals(pattern),
+                fast=fast,
+                word_start=word_start,
+            )
+        )
+    return tuple(signals)
+
+
+def _language_words(language: dict[str, Any], problems: _Problems) -> tuple[LanguageWords, ...]:
+    entries = language.get("words", [])
+    result = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        located = f"language.words[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
+            problems.add(f"{located}.value", "must be a language id")
+            continue
+        words = _strings(entry, "words", f"{located}.", problems)
+        result.append(LanguageWords(language=entry["value"], words=frozenset(w.lower() for w in words)))
+    return tuple(result)
+
+
+_MIN_TRIGGER_SCORE = 3
+_MAX_TRIGGER_GROUPS = 3
+
+
+def _score(literals: frozenset[str]) -> int:
+    """Return how selective a literal set is: its shortest member (non-ASCII characters count 3)."""
+    return min(sum(1 if ord(ch) < 128 else 3 for ch in literal) for literal in literals)
+
+
+def _lower_source(source: str) -> str:
+    """Return a regex source that matches lower-cased text: letters lowered, escapes kept."""
+    result: list[str] = []
+    index = 0
+    while index < len(source):
+        char = source[index]
+        if char == "\\" and index + 1 < len(source):
+            result.append(source[index : index + 2])
+            index += 2
+        elif source.startswith("(?P", index):
+            result.append("(?P")
+            index += 3
+        else:
+            result.append(char.lower())
+            index += 1
+    return "".join(result)
+
+
+def _has_top_level_alternative(source: str) -> bool:
+    depth, index, in_class = 0, 0, False
+    while index < len(source):
+        char = source[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        index += 1
+    return False
+
+
+def _fast_form(source: str) -> tuple[re.Pattern[str] | None, bool]:
+    """Return the pattern to run on lower-cased text, and whether its leading \\b is checked by hand.
+
+    A case-insensitive pattern, or one that starts with \\b, defeats the regex engine's literal
+    prefix search and is many times slower; matching lower-cased text avoids both.
+    """
+    lowered = _lower_source(source)
+    word_start = lowered.startswith("\\b") and not _has_top_level_alternative(lowered)
+    try:
+        return re.compile(lowered[2:] if word_start else lowered, re.MULTILINE), word_start
+    except re.error:  # lowering changed its meaning (rare): keep the case-insensitive pattern
+        return None, False
+
+
+def may_match(triggers: tuple[tuple[str, ...], ...], lowered: str) -> bool:
+    """Return True when ``lowered`` holds a literal of every trigger group."""
+    for group in triggers:
+        for literal in group:
+            if literal in lowered:
+                break
+        else:
+            return False
+    return True
+
+
+def _necessary_sets(items: Any) -> list[frozenset[str]]:
+    """Return literal sets such that every match of the parsed sequence ``items`` contains one
+    literal of each set."""
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close_run() -> None:
+        if run:
+            candidates.append(frozenset(["".join(run)]))
+            run.clear()
+
+    for op, argument in items:
+        name = str(op)
+        if name == "LITERAL":
+            run.append(chr(argument).lower())
+            continue
+        close_run()
+        if name == "SUBPATTERN":
+            candidates.extend(_necessary_sets(argument[-1]))
+        elif name == "BRANCH":
+            best = [_best(_necessary_sets(branch)) for branch in argument[1]]
+            if all(best):
+                candidates.append(frozenset().union(*best))  # type: ignore[arg-type]
+        elif name in ("MAX_REPEAT", "MIN_REPEAT") and argument[0] >= 1:
+            candidates.extend(_necessary_sets(argument[2]))
+    close_run()
+    return [c for c in candidates if c and all(c)]
+
+
+def _best(sets: list[frozenset[str]]) -> frozenset[str] | None:
+    return max(sets, key=_score) if sets else None
+
+
+def required_literals(pattern: re.Pattern[str]) -> tuple[tuple[str, ...], ...]:
+    """Return groups of lower-case literals; every match of ``pattern`` contains one of each."""
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+    except ImportError:  # Python < 3.11 names it sre_parse
+        import sre_parse  # type: ignore[no-redef]
+    try:
+        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
+    except Exception:  # the pattern compiled, so this cannot happen; no filter is always safe
+        return ()
+    useful = [found for found in _necessary_sets(list(parsed)) if _score(found) >= _MIN_TRIGGER_SCORE]
+    useful.sort(key=_score, reverse=True)
+    return tuple(tuple(sorted(found, key=len, reverse=True)) for found in useful[:_MAX_TRIGGER_GROUPS])
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise RulesError(f"{path}: cannot be read: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise RulesError(f"{path.name}: invalid TOML: {error}") from error
+
+
+def _union(patterns: Sequence[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+def _platform(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
+    """Validate one platform file into plain parts; merged later with other files of the same id."""
+    names = _strings(data, "names", "", problems)
+    domains = tuple(d.lower() for d in _strings(data, "domains", "", problems))
+    exceptions = []
+    for index, entry in enumerate(data.get("link_exceptions", [])):
+        located = f"link_exceptions[{index}]"
+        host = entry.get("host") if isinstance(entry, dict) else None
+        if not isinstance(host, str) or not host:
+            problems.add(f"{located}.host", "must be a non-empty string")
+            continue
+        requires = _compile(entry.get("requires"), f"{located}.requires", problems)
+        if requires is not None:
+            exceptions.append(LinkException(host=host.lower(), requires=requires))
+    marketplaces = []
+    for index, entry in enumerate(data.get("marketplaces", [])):
+        located = f"marketplaces[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            problems.add(f"{located}.id", "must be a string")
+            continue
+        order = entry.get("date_order", data.get("date_order", "mdy"))
+        if order not in DATE_ORDERS:
+            problems.add(f"{located}.date_order", f"must be one of {', '.join(DATE_ORDERS)}")
+            continue
+        marketplaces.append(Marketplace(id=entry["id"].lower(), date_order=order))
+    date_order = data.get("date_order", "mdy")
+    if date_order not in DATE_ORDERS:
+        problems.add("date_order", f"must be one of {', '.join(DATE_ORDERS)}")
+    signals = data.get("signals", {})
+    if not isinstance(signals, dict):
+        problems.add("signals", "must be a table")
+        signals = {}
+    return {
+        "names": names,
+        "brands": tuple(b.lower() for b in _strings(data, "brands", "", problems)),
+        "domains": domains,
+        "link_exceptions": tuple(exceptions),
+        "marketplaces": tuple(marketplaces),
+        "date_order": date_order,
+        "marketplace_from_sender": _flag(data, "marketplace_from_sender", problems),
+        "kind_signals": _signals(signals, "kind", "signals.", problems, KINDS),
+        "reason_signals": _signals(signals, "reason", "signals.", problems, None),
+        "not_notice": _signals(signals, "not_notice", "signals.", problems, needs_value=False),
+    }
+
+
+def _flag(table: dict[str, Any], key: str, problems: _Problems) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        problems.add(key, f"must be true or false, got {value!r}")
+        return False
+    return value
+
+
+def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list[str]) -> Platform:
+    names = [n for part in parts for n in part["names"]] or [platform_id]
+    marketplaces = tuple(m for part in parts for m in part["marketplaces"])
+    ordered = sorted(marketplaces, key=lambda m: -len(m.id))
+    market_pattern = (
+        re.compile(
+            r"(?<![a-z0-9.@/-])(" + "|".join(re.escape(m.id) for m in ordered) + r")(?!\.?[a-z0-9-])",
+            re.IGNORECASE,
+        )
+        if ordered
+        else None
+    )
+    name_pattern = _union([re.escape(n) for n in names])
+    assert name_pattern is not None
+    return Platform(
+        id=platform_id,
+        names=name_pattern,
+        name_list=tuple(dict.fromkeys(n.lower() for n in names)),
+        brands=tuple(dict.fromkeys(b for part in parts for b in part["brands"])),
+        domains=tuple(dict.fromkeys(d for part in parts for d in part["domains"])),
+        link_exceptions=tuple(e for part in parts for e in part["link_exceptions"]),
+        marketplaces=marketplaces,
+        marketplace_pattern=market_pattern,
+        marketplace_from_sender=any(part["marketplace_from_sender"] for part in parts),
+        date_order=parts[0]["date_order"],
+        kind_signals=tuple(s for part in parts for s in part["kind_signals"]),
+        reason_signals=tuple(s for part in parts for s in part["reason_signals"]),
+        not_notice=tuple(s for part in parts for s in part["not_notice"]),
+        sources=tuple(sources),
+    )
+
+
+def _single(common: dict[str, Any], key: str, problems: _Problems) -> re.Pattern[str]:
+    pattern = _compile(common.get(key), key, problems)
+    return pattern if pattern is not None else re.compile(r"(?!)")
+
+
+def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
+    """Validate the common data (one file or the merge of several)."""
+    severity = data.get("severity", {})
+    for kind, value in severity.items():
+        if kind not in KINDS:
+            problems.add(f"severity.{kind}", "unknown kind")
+        elif value not in SEVERITIES:
+            problems.add(f"severity.{kind}", f"must be one of {', '.join(SEVERITIES)}")
+    for kind in KINDS:
+        if kind not in severity:
+            problems.add("severity", f"missing kind {kind!r}")
+    kind_order = _strings(data, "kind_order", "", problems)
+    if sorted(kind_order) != sorted(KINDS):
+        problems.add("kind_order", "must list every kind exactly once")
+    signals = data.get("signals", {})
+    language = data.get("language", {})
+    deadline = data.get("deadline", {})
+    authenticity = data.get("authenticity", {})
+    extract = data.get("extract", {})
+    relative = []
+    for signal in _signals(deadline, "relative", "deadline.", problems, needs_value=False, group="n"):
+        relative.append(signal)
+    units = [entry.get("unit") for entry in deadline.get("relative", []) if isinstance(entry, dict)]
+    relative_rules = []
+    for index, (signal, unit) in enumerate(zip(relative, units, strict=False)):
+        if unit not in UNITS:
+            problems.add(f"deadline.relative[{index}].unit", f"must be one of {', '.join(UNITS)}")
+            continue
+        relative_rules.append(RelativeRule(signal=signal, unit=unit))
+    months = {str(k).lower(): v for k, v in deadline.get("months", {}).items()}
+    if any(not isinstance(v, int) or not 1 <= v <= 12 for v in months.values()):
+        problems.add("deadline.months", "every month must be an integer 1-12")
+    distance = authenticity.get("lookalike_distance", 2)
+    if not isinstance(distance, int) or distance < 0:
+        problems.add("authenticity.lookalike_distance", "must be a non-negative integer")
+        distance = 2
+    minimum = language.get("script_minimum", 5)
+    if not isinstance(minimum, int):
+        problems.add("language.script_minimum", "must be an integer")
+        minimum = 5
+    return {
+        "severity": dict(severity),
+        "kind_order": kind_order,
+        "reason_order": _strings(data, "reason_order", "", problems),
+        "kinds_without_reason": _strings(data, "kinds_without_reason", "", problems),
+        "kinds_without_deadline": _strings(data, "kinds_without_deadline", "", problems),
+        "kind_signals": _signals(signals, "kind", "signals.", problems, KINDS),
+        "reason_signals": _signals(signals, "reason", "signals.", problems, None),
+        "not_notice": _signals(signals, "not_notice", "signals.", problems, needs_value=False),
+        "funds_signals": _signals(signals, "funds", "signals.", problems, needs_value=False),
+        "hold_days": _signals(signals, "hold_days", "signals.", problems, needs_value=False, group="n"),
+        "script_languages": _signals(language, "script", "language.", problems),
+        "word_languages": _language_words(language, problems),
+        "default_language": language.get("default", "en"),
+        "script_minimum": minimum,
+        "free_mail": tuple(d.lower() for d in _strings(authenticity, "free_mail", "authenticity.", problems)),
+        "forward_subject": _single(authenticity, "forward_subject", problems),
+        "forwarded_from": _single(authenticity, "forwarded_from", problems),
+        "scam_phrases": _signals(authenticity, "scam_phrases", "authenticity.", problems, needs_value=False),
+        "lookalike_distance": distance,
+        "relative_deadlines": tuple(relative_rules),
+        "explicit_dates": _signals(deadline, "explicit", "deadline.", problems, needs_value=False),
+        "deadline_cue_before": _single(deadline, "cue_before", problems),
+        "deadline_cue_after": _single(deadline, "cue_after", problems),
+        "deadline_veto": _single(deadline, "veto", problems),
+        "months": months,
+        "id_rules": _signals(extract, "ids", "extract.", problems, group="id"),
+        "reason_headings": _single(extract, "reason_headings", problems),
+        "reason_cues": _single(extract, "reason_cues", problems),
+        "boilerplate": _single(extract, "boilerplate", problems),
+    }
+
+
+def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
+    """Return the packaged rules extended by ``extra_files``; raise RulesError naming file and key."""
+    files = sorted(RULES_DIR.glob("*.toml"))
+    common_path = RULES_DIR / COMMON_FILE
+    if common_path not in files:
+        raise RulesError(f"{common_path}: missing")
+    problems: list[str] = []
+    common_data = _read(common_path)
+    platform_parts: dict[str, list[dict[str, Any]]] = {}
+    platform_sources: dict[str, list[str]] = {}
+    extra_common: list[dict[str, Any]] = []
+    for path in [f for f in files if f != common_path] + [Path(p) for p in extra_files]:
+        data = _read(path)
+        located = _Problems(path.name)
+        platform_id = data.get("id")
+        if platform_id is None:
+            _check_extra_common(data, located)
+            problems.extend(located.items)
+            extra_common.append(data)
+            continue
+        if not isinstance(platform_id, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", platform_id):
+            located.add("id", "must be a lower-case identifier")
+        else:
+            platform_parts.setdefault(platform_id, []).append(_platform(data, located))
+            platform_sources.setdefault(platform_id, []).append(path.name)
+        problems.extend(located.items)
+    if problems:
+        raise RulesError("; ".join(problems))
+    merged = _merge_common(common_data, extra_common)
+    located_common = _Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)")
+    common = _common(merged, located_common)
+    problems.extend(located_common.items)
+    if problems:
+        raise RulesError("; ".join(problems))
+    platforms = tuple(
+        _build_platform(pid, parts, platform_sources[pid]) for pid, parts in platform_parts.items()
+    )
+    log.debug("loaded rules for %s platforms", len(platforms))
+    return RuleSet(
+        platforms=platforms,
+        sources=tuple(str(f) for f in files) + tuple(str(p) for p in extra_files),
+        **common,
+    )
+
+
+def _check_extra_common(data: dict[str, Any], problems: _Problems) -> None:
+    """Check a user file that extends the common data, so problems name that file's own keys."""
+    signals = data.get("signals", {})
+    if not isinstance(signals, dict):
+        problems.add("signals", "must be a table")
+        return
+    _signals(signals, "kind", "signals.", problems, KINDS)
+    _signals(signals, "reason", "signals.", problems, None)
+    for key in ("not_notice", "funds"):
+        _signals(signals, key, "signals.", problems, needs_value=False)
+    for kind, value in data.get("severity", {}).items():
+        if kind not in KINDS or value not in SEVERITIES:
+            problems.add(f"severity.{kind}", f"unknown kind or severity {value!r}")
+
+
+def _merge_common(base: dict[str, Any], extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return ``base`` with each extra's tables merged in: lists are appended, values replaced."""
+    merged: dict[str, Any] = {key: value for key, value in base.items()}
+    for extra in extras:
+        for key, value in extra.items():
+            merged[key] = _merge_value(merged.get(key), value)
+    return merged
+
+
+def _merge_value(old: Any, new: Any) -> Any:
+    if isinstance(old, dict) and isinstance(new, dict):
+        combined = dict(old)
+        for key, value in new.items():
+            combined[key] = _merge_value(old.get(key), value)
+        return combined
+    if isinstance(old, list) and isinstance(new, list):
+        return old + new
+    return new
