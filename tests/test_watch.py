@@ -168,3 +168,31 @@ def test_events_show_prints_the_notification_and_its_deliveries(mailbox: Mailbox
     assert as_json["deliveries"][0]["status"] == "sent"
     missing = run(config, "events", "show", "999")
     assert (missing.exit_code, missing.output) == (1, "Error: no event with id 999\n")
+
+
+def test_a_self_signed_server_is_refused_unless_its_ca_file_is_given(tmp_path: Path) -> None:
+    with LocalDovecot(tls=True) as server:
+        mailbox = server.add_user()
+        seed(mailbox)
+        secure = Mailbox(username=mailbox.username, password=mailbox.password, host="127.0.0.1", port=server.tls_port)
+        config = write_config(tmp_path, {"tls": secure}, {})
+        config.write_text(config.read_text().replace('security = "none"', 'security = "ssl"'))
+        refused = run(config, "check")
+        assert refused.exit_code == 1
+        assert "TLS certificate of 127.0.0.1 not trusted" in refused.output
+        config.write_text(config.read_text().replace('security = "ssl"', f'security = "ssl"\nca_file = "{server.cert_file}"'))
+        trusted = run(config, "check")
+        assert trusted.exit_code == 0, trusted.output
+        assert len(events(config)) == NOTICES
+
+
+def test_a_message_over_the_size_cap_is_read_up_to_the_cap_not_skipped(mailbox: Mailbox, tmp_path: Path) -> None:
+    notice = sample_messages(datetime.now(UTC))[0]
+    padding = b"\r\n" + b"Filler line for a very large notice.\r\n" * 60_000  # about 2.3 MB after the text
+    mailbox.append(notice + padding)
+    config = write_config(tmp_path, {"us-store": mailbox}, {}, account_extra="max_message_bytes = 100000")
+    assert run(config, "check").exit_code == 0
+    (event,) = events(config)
+    assert event["kind"] == "account_deactivated"
+    defects = sqlite3.connect(tmp_path / "events.db").execute("SELECT defects FROM processed").fetchone()[0]
+    assert "truncated at max_message_bytes" in defects

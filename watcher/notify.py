@@ -117,8 +117,8 @@ def render(event: Event, guidance: Guidance, language: str = "en", markup: str =
     lines = [
         f"**{text('inbox')}:** {inert(event.account)} / {inert(event.folder)}",
         f"**{text('received')}:** {received}",
-        f"**Subject:** {inert(_shorten(event.subject, SUBJECT_LIMIT))}",
-        f"**From:** {inert(event.sender)}",
+        f"**{text('subject')}:** {inert(_shorten(event.subject, SUBJECT_LIMIT))}",
+        f"**{text('sender')}:** {inert(event.sender)}",
         f"**{text('what')}:** {happened}",
     ]
     if result.reason_text:
@@ -141,12 +141,11 @@ def _deadline(deadline: date | None, today: date, language: str) -> str:
     if deadline is None:
         return label("text", "no_deadline", language)
     days = (deadline - today).days
-    if days > 0:
-        left = label("text", "days_left", language).replace("{days}", str(days))
-    elif days == 0:
+    if days == 0:
         left = label("text", "due_today", language)
     else:
-        left = label("text", "overdue", language).replace("{days}", str(-days))
+        key = "days_left" if days > 0 else "overdue"
+        left = label("text", f"{key}_one" if abs(days) == 1 else key, language).replace("{days}", str(abs(days)))
     return f"{deadline.isoformat()} ({left})"
 
 

@@ -185,7 +185,7 @@ def _message_id(block: bytes) -> str | None:
 
 
 def _sender(name: str, address: str) -> str:
-    return f"{name} <{address}>" if name else address
+    return f"{name} ({address})" if name else address
 
 
 def deliver_due(engine: Engine, store: Store, should_stop: Callable[[], bool] = lambda: False) -> DeliverySummary:
