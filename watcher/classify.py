@@ -78,15 +78,12 @@ def classify(
     *,
     trusted_authserv_ids: tuple[str, ...] = (),
 ) -> Classification:
-    """Return what ``message`` means for the seller; never raises (a failure logs and is irrelevant)."""
-    try:
-        return _classify(message, rules, trusted_authserv_ids)
-    except Exception:  # one odd message must never stop the watcher
-        log.exception("classification failed for message %s", message.message_id)
-        return Classification(relevant=False)
+    """Return what ``message`` means for the seller.
 
-
-def _classify(message: ParsedMessage, rules: RuleSet, trusted_ids: tuple[str, ...]) -> Classification:
+    It is not expected to raise; if a bug makes it, the caller records the message as unclassifiable
+    (pipeline.Engine.classify) rather than silently treating it as ordinary mail.
+    """
+    trusted_ids = trusted_authserv_ids
     text = message.text[:MAX_CLASSIFIED_CHARS]
     language = extract.detect_language(text or message.subject, rules)
     claim = find_platform(message, text, rules)

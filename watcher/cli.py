@@ -197,8 +197,8 @@ def events_table(found: list[Event]) -> str:
     rows = [[e.id, e.detected_at.strftime("%Y-%m-%d %H:%M"), e.store, e.classification.platform,
              e.classification.kind, e.classification.reason, e.classification.severity,
              e.classification.authenticity, e.classification.deadline or "", e.status] for e in found]
-    return tabulate(rows, headers=["id", "detected (UTC)", "store", "platform", "kind", "reason", "severity",
-                                   "authenticity", "deadline", "status"])
+    return str(tabulate(rows, headers=["id", "detected (UTC)", "store", "platform", "kind", "reason", "severity",
+                                       "authenticity", "deadline", "status"]))
 
 
 @events.command("show")
@@ -286,7 +286,12 @@ def classify_command(ctx: click.Context, files: tuple[Path, ...], as_json: bool)
             failed = True
             continue
         message = parse.parse_message(content)
-        result = classify(message, rule_set, trusted_authserv_ids=trusted)
+        try:
+            result = classify(message, rule_set, trusted_authserv_ids=trusted)
+        except Exception as error:  # a classifier bug on one file must not hide the others
+            click.echo(f"Error: {path}: could not be classified ({error.__class__.__name__}: {error})", err=True)
+            failed = True
+            continue
         playbook = None
         if result.relevant:
             language = (result.language or "en") if wanted_language == "auto" else wanted_language

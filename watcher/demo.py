@@ -46,7 +46,8 @@ url_file = "channel-url"
 
 def sample_messages(now: datetime) -> list[bytes]:
     """Return the packaged sample mail, re-dated to the last few days so deadlines lie ahead."""
-    files = sorted(item for item in resources.files("watcher").joinpath("demo").iterdir() if item.name.endswith(".eml"))
+    files = sorted((item for item in resources.files("watcher").joinpath("demo").iterdir() if item.name.endswith(".eml")),
+                   key=lambda item: item.name)
     messages = []
     for offset, item in enumerate(reversed(files)):
         stamp = format_datetime(now - timedelta(hours=6 * offset + 1)).encode()

@@ -140,10 +140,10 @@ def find_deadline(
             after = lowered[found.end() : found.end() + _CUE_WINDOW]
             if not (rules.deadline_cue_before.search(before) or rules.deadline_cue_after.search(after)):
                 continue
-            value = _explicit_date(found, order, rules)
-            if value is None or (sent_day is not None and value < sent_day):
+            explicit = _explicit_date(found, order, rules)
+            if explicit is None or (sent_day is not None and explicit < sent_day):
                 continue
-            candidates.append((value, Evidence("deadline", value.isoformat(), signal.rule, found.group(0))))
+            candidates.append((explicit, Evidence("deadline", explicit.isoformat(), signal.rule, found.group(0))))
     if not candidates:
         return None
     value, evidence = min(candidates, key=lambda pair: pair[0])

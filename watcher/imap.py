@@ -152,9 +152,11 @@ class Mailbox:
                 data = response.get(uid)
                 if data is None:  # expunged since the search
                     continue
-                block = next((value for key, value in data.items() if key.startswith(b"BODY[HEADER")), b"") or b""
+                block = next((value for key, value in data.items() if key.startswith(b"BODY[HEADER")), b"")
                 internal = data.get(b"INTERNALDATE")
-                batch.append(Headers(uid, bytes(block), int(data.get(b"RFC822.SIZE", 0)),
+                size = data.get(b"RFC822.SIZE")
+                batch.append(Headers(uid, block if isinstance(block, bytes) else b"",
+                                     size if isinstance(size, int) else 0,
                                      internal if isinstance(internal, datetime) else None))
             yield batch
 
@@ -169,8 +171,8 @@ class Mailbox:
             data = response.get(uid)
             if data is None:
                 continue
-            content = next((value for key, value in data.items() if key.startswith(b"BODY[")), b"") or b""
-            result.append(Body(uid, bytes(content), sizes.get(uid, 0) > limit))
+            content = next((value for key, value in data.items() if key.startswith(b"BODY[")), b"")
+            result.append(Body(uid, content if isinstance(content, bytes) else b"", sizes.get(uid, 0) > limit))
         return result
 
     def _fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, object]]:
@@ -181,7 +183,7 @@ class Mailbox:
             raise FetchError(f"{self.account.name}: fetch failed: {_describe(error)}") from None
         log.debug("%s: fetched %d messages (%s) in %.2fs", self.account.name, len(uids),
                   items[0][:20].decode(), time.monotonic() - started)
-        return response
+        return dict(response)
 
 
 def _server_text(error: Exception) -> str:

@@ -358,10 +358,7 @@ def _best(sets: list[frozenset[str]]) -> frozenset[str] | None:
 
 def required_literals(pattern: re.Pattern[str]) -> tuple[tuple[str, ...], ...]:
     """Return groups of lower-case literals; every match of ``pattern`` contains one of each."""
-    try:
-        from re import _parser as sre_parse  # type: ignore[attr-defined]
-    except ImportError:  # Python < 3.11 names it sre_parse
-        import sre_parse  # type: ignore[no-redef]
+    from re import _parser as sre_parse  # type: ignore[attr-defined]  # private; stable since Python 3.11
     try:
         parsed = sre_parse.parse(pattern.pattern, pattern.flags)
     except Exception:  # the pattern compiled, so this cannot happen; no filter is always safe

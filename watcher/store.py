@@ -33,7 +33,7 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["events"].create({
+    db.table("events").create({
         "id": int, "account": str, "store": str, "folder": str, "uid": int, "uidvalidity": int,
         "message_key": str, "message_id": str, "subject": str, "sender": str,
         "received_at": str, "detected_at": str,
@@ -41,22 +41,22 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         "language": str, "reason_text": str, "deadline": str, "marketplace": str,
         "ids": str, "facts": str, "status": str,
     }, pk="id", not_null={"account", "message_key", "detected_at", "status"}, defaults={"status": "open"})
-    db["events"].create_index(["message_key"], unique=True)
-    db["events"].create_index(["detected_at"])
-    db["processed"].create({
+    db.table("events").create_index(["message_key"], unique=True)
+    db.table("events").create_index(["detected_at"])
+    db.table("processed").create({
         "message_key": str, "message_id": str, "account": str, "folder": str, "uid": int,
         "uidvalidity": int, "processed_at": str, "outcome": str, "event_id": int, "defects": str,
     }, pk="message_key")
-    db["cursors"].create({
+    db.table("cursors").create({
         "account": str, "folder": str, "uidvalidity": int, "last_uid": int, "checked_at": str,
     }, pk=("account", "folder"))
-    db["deliveries"].create({
+    db.table("deliveries").create({
         "id": int, "event_id": int, "channel": str, "status": str, "attempts": int,
         "created_at": str, "next_attempt_at": str, "last_attempt_at": str, "last_error": str,
     }, pk="id", foreign_keys=[("event_id", "events", "id")], defaults={"status": "pending", "attempts": 0})
-    db["deliveries"].create_index(["event_id", "channel"], unique=True)
-    db["deliveries"].create_index(["status", "next_attempt_at"])
-    db["delivery_attempts"].create({
+    db.table("deliveries").create_index(["event_id", "channel"], unique=True)
+    db.table("deliveries").create_index(["status", "next_attempt_at"])
+    db.table("delivery_attempts").create({
         "id": int, "delivery_id": int, "event_id": int, "channel": str, "attempted_at": str,
         "outcome": str, "detail": str, "duration_ms": int,
     }, pk="id", foreign_keys=[("delivery_id", "deliveries", "id")])
@@ -170,17 +170,17 @@ class Store:
                     event_id = self._insert_event(account, store, folder, uidvalidity, item, result, moment)
                     event_ids.append(event_id)
                     for channel in item.channels:
-                        self.db["deliveries"].insert({
+                        self.db.table("deliveries").insert({
                             "event_id": event_id, "channel": channel, "status": "pending", "attempts": 0,
                             "created_at": moment, "next_attempt_at": moment,
                         })
                 outcome = "malformed" if result is None else ("event" if result.relevant else "irrelevant")
-                self.db["processed"].insert({
+                self.db.table("processed").insert({
                     "message_key": item.message_key, "message_id": item.message_id, "account": account,
                     "folder": folder, "uid": item.uid, "uidvalidity": uidvalidity, "processed_at": moment,
                     "outcome": outcome, "event_id": event_id, "defects": "; ".join(item.defects) or None,
                 })
-            self.db["cursors"].upsert({
+            self.db.table("cursors").upsert({
                 "account": account, "folder": folder, "uidvalidity": uidvalidity,
                 "last_uid": last_uid, "checked_at": moment,
             }, pk=("account", "folder"))
@@ -188,7 +188,7 @@ class Store:
 
     def _insert_event(self, account: str, store: str, folder: str, uidvalidity: int, item: MessageRecord,
                       result: Classification, moment: str | None) -> int:
-        table = self.db["events"]
+        table = self.db.table("events")
         table.insert({
             "account": account, "store": store, "folder": folder, "uid": item.uid, "uidvalidity": uidvalidity,
             "message_key": item.message_key, "message_id": item.message_id, "subject": item.subject,
@@ -229,7 +229,7 @@ class Store:
             delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
             status, next_at = "pending", moment + timedelta(seconds=delay)
         with self.db.atomic():
-            self.db["delivery_attempts"].insert({
+            self.db.table("delivery_attempts").insert({
                 "delivery_id": delivery.id, "event_id": delivery.event_id, "channel": delivery.channel,
                 "attempted_at": iso(moment), "outcome": outcome.outcome, "detail": outcome.detail[:2000],
                 "duration_ms": duration_ms,
@@ -262,14 +262,15 @@ class Store:
     def events(self, *, since: datetime | None = None, platform: str | None = None, kind: str | None = None,
                account: str | None = None, limit: int = 50) -> list[Event]:
         """Return events, newest first, filtered by the given values."""
-        clauses, values = [], []
+        clauses: list[str] = []
+        values: list[str | int] = []
         for column, value in (("platform", platform), ("kind", kind), ("account", account)):
             if value:
                 clauses.append(f"{column} = ?")
                 values.append(value)
         if since:
             clauses.append("detected_at >= ?")
-            values.append(iso(since))
+            values.append(since.astimezone(UTC).isoformat(timespec="seconds"))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.query(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", [*values, limit])
         return [_event_from_row(row) for row in rows]

@@ -1,0 +1,15 @@
+"""The package type-checks under mypy --strict (settings in pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_package_passes_mypy_strict() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", "watcher"], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
