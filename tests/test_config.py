@@ -139,3 +139,11 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nope.toml"), "config", "check"])
     assert result.exit_code == 2
     assert result.output == f"Error: {tmp_path / 'nope.toml'}: 1 problem\n  file not found\n"
+
+
+def test_duplicate_account_names_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WATCHER_TEST_PASSWORD", "pw")
+    account = MINIMAL.split("[[channels]]")[0]
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, account + account))
+    assert raised.value.problems == ["accounts[1].name: duplicate name 'us-store'"]

@@ -196,3 +196,9 @@ def test_a_message_over_the_size_cap_is_read_up_to_the_cap_not_skipped(mailbox: 
     assert event["kind"] == "account_deactivated"
     defects = sqlite3.connect(tmp_path / "events.db").execute("SELECT defects FROM processed").fetchone()[0]
     assert "truncated at max_message_bytes" in defects
+
+
+def test_the_watcher_identifies_itself_with_imap_id(dovecot: LocalDovecot, mailbox: Mailbox, tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"us-store": mailbox}, {})
+    assert run(config, "check").exit_code == 0
+    assert 'ID sent: name=watcher, version=' in dovecot.log_text()

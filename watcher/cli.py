@@ -165,9 +165,10 @@ def parse_since(value: str | None) -> datetime | None:
 @events.command("list")
 @click.option("--since", help="Only events detected since: 7d, 12h, 30m or YYYY-MM-DD.")
 @click.option("--platform", help="Only this platform, e.g. amazon.")
-@click.option("--kind", type=click.Choice(KINDS), help="Only this kind.")
+@click.option("--kind", type=click.Choice(KINDS), metavar="KIND",
+              help="Only this kind: account_deactivated, deactivation_pending, security_lock, funds_held, …")
 @click.option("--account", help="Only this account (config name).")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many events.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def events_list(ctx: click.Context, since: str | None, platform: str | None, kind: str | None,

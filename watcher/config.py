@@ -8,7 +8,8 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from watcher.errors import ConfigError, SecretError
 from watcher.model import KINDS, SEVERITIES
@@ -216,26 +217,32 @@ class _Reader:
             warnings=tuple(self.warnings),
         )
 
-    def accounts(self, entries: Any) -> tuple[AccountConfig, ...]:
+    def named_tables(self, entries: Any, key: str, allowed: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Yield (key path, name, table) for each table of the array ``key``, reporting unknown keys
+        and missing or duplicate names."""
         if not isinstance(entries, list):
-            self.problem("accounts", "must be an array of tables ([[accounts]])")
-            return ()
-        allowed = {"name", "store", "host", "port", "security", "username", "password", "password_file",
-                   "password_env", "password_credential", "folders", "lookback_days", "ca_file",
-                   "max_message_bytes", "timeout_seconds"}
-        result: list[AccountConfig] = []
+            self.problem(key, f"must be an array of tables ([[{key}]])")
+            return
         names: set[str] = set()
         for index, entry in enumerate(entries):
-            prefix = f"accounts[{index}]"
+            prefix = f"{key}[{index}]"
             if not isinstance(entry, dict):
                 self.problem(prefix, "must be a table")
                 continue
             for unknown in sorted(set(entry) - allowed):
                 self.problem(f"{prefix}.{unknown}", "unknown key")
-            name = self.get(entry, prefix, "name", str, f"account-{index}", required=True, check=_nonempty)
+            name = self.get(entry, prefix, "name", str, f"{key}-{index}", required=True, check=_nonempty)
             if name in names:
-                self.problem(f"{prefix}.name", f"duplicate account name {name!r}")
+                self.problem(f"{prefix}.name", f"duplicate name {name!r}")
             names.add(name)
+            yield prefix, name, entry
+
+    def accounts(self, entries: Any) -> tuple[AccountConfig, ...]:
+        allowed = {"name", "store", "host", "port", "security", "username", "password", "password_file",
+                   "password_env", "password_credential", "folders", "lookback_days", "ca_file",
+                   "max_message_bytes", "timeout_seconds"}
+        result: list[AccountConfig] = []
+        for prefix, name, entry in self.named_tables(entries, "accounts", allowed):
             security = self.get(entry, prefix, "security", str, "ssl",
                                 check=lambda v: None if v in SECURITY_MODES else f"must be one of {', '.join(SECURITY_MODES)}, got {v!r}")
             host = self.get(entry, prefix, "host", str, "", required=True, check=_nonempty)
@@ -262,23 +269,9 @@ class _Reader:
         return tuple(result)
 
     def channels(self, entries: Any, account_names: set[str]) -> tuple[ChannelConfig, ...]:
-        if not isinstance(entries, list):
-            self.problem("channels", "must be an array of tables ([[channels]])")
-            return ()
         allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "min_severity"}
         result: list[ChannelConfig] = []
-        names: set[str] = set()
-        for index, entry in enumerate(entries):
-            prefix = f"channels[{index}]"
-            if not isinstance(entry, dict):
-                self.problem(prefix, "must be a table")
-                continue
-            for unknown in sorted(set(entry) - allowed):
-                self.problem(f"{prefix}.{unknown}", "unknown key")
-            name = self.get(entry, prefix, "name", str, f"channel-{index}", required=True, check=_nonempty)
-            if name in names:
-                self.problem(f"{prefix}.name", f"duplicate channel name {name!r}")
-            names.add(name)
+        for prefix, name, entry in self.named_tables(entries, "channels", allowed):
             accounts = self.strings(entry, prefix, "accounts")
             for position, account in enumerate(accounts):
                 if account not in account_names:

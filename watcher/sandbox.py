@@ -328,6 +328,11 @@ class LocalDovecot(_Server):
         passwd.write_text(f"{username}:{{PLAIN}}{password}\n", encoding="utf-8")
         return Mailbox(username=username, password=password, host=self.host, port=self.port)
 
+    def log_text(self) -> str:
+        """Return the server's log so far (empty before start)."""
+        path = self._root / "dovecot.log" if self._root else None
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
     def _log_tail(self, lines: int = 40) -> str:
         """Return the end of Dovecot's log and console output, for error messages."""
         assert self._root is not None
@@ -385,6 +390,8 @@ first_valid_uid = {min(account.pw_uid, 100)}
 mail_location = maildir:{root / 'mail'}/%u
 # A test server: losing mail on power failure does not matter, speed does.
 mail_fsync = never
+# Log the IMAP ID a client sends, so tests can see that the watcher identifies itself.
+imap_id_log = name version
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self._passwd_dir}/%u
