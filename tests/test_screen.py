@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
-from watcher.screen import might_be_notice
+from watcher.rules import load_rules
+from watcher.screen import Screen, Verdict, might_be_notice
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -61,3 +63,27 @@ def test_unreadable_header_block_is_fetched_rather_than_dropped() -> None:
 def test_most_real_world_mail_is_screened_out() -> None:
     passed = [p.name for p in REALMAIL_FILES if might_be_notice(header_block(p.read_bytes()))]
     assert len(passed) <= len(REALMAIL_FILES) // 10, passed
+
+
+def test_a_forward_that_names_no_platform_in_its_headers_is_decided_by_its_body() -> None:
+    screen = Screen(load_rules())
+    header = b"From: Wei <wei@brightway.example>\r\nTo: ops@brightway.example\r\nSubject: Fwd: please handle today\r\n\r\n"
+    assert screen.verdict(header) is Verdict.FORWARD
+    holiday = header + b"Content-Type: text/plain\r\n\r\nPhotos from the trip, see you Monday.\r\n"
+    assert not screen.body_names_a_platform(holiday)
+    inner = (b"From: Amazon Services <seller-notification@amazon.com>\r\nSubject: Your selling account\r\n\r\n"
+             b"Your account has been deactivated.\r\n")
+    attached = (header.rstrip(b"\r\n") + b"\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                b"--b\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+                b"--b\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--b--\r\n")
+    assert screen.body_names_a_platform(attached)
+    encoded = (header.rstrip(b"\r\n") + b"\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes("<p>亚马逊卖家账户已停用</p>".encode()))
+    assert screen.body_names_a_platform(encoded)
+
+
+def test_platform_headers_are_fetched_and_plain_mail_is_skipped() -> None:
+    screen = Screen(load_rules())
+    assert screen.verdict(b"From: Amazon <x@amazon.co.jp>\r\nSubject: hi\r\n\r\n") is Verdict.FETCH
+    assert screen.verdict(b"From: Support <x@amaz0n-security.example>\r\nSubject: hi\r\n\r\n") is Verdict.FETCH
+    assert screen.verdict(b"From: Anna <anna@example.org>\r\nSubject: trip photos\r\n\r\n") is Verdict.SKIP

@@ -10,13 +10,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 
-from watcher import classify, guidance, notify, parse, rules, screen
+from watcher import classify, guidance, parse, rules, screen
 from watcher.config import AccountConfig, Config
 from watcher.errors import FetchError
 from watcher.imap import Body, Headers, Mailbox
+from watcher.screen import Verdict
 from watcher.model import Classification, DeliveryOutcome, Event, Guidance
 from watcher.store import MessageRecord, Store
 
@@ -29,6 +31,7 @@ class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.rules = rules.load_rules(config.rule_files)
+        self.screen = screen.Screen(self.rules)
         self.playbooks = guidance.load_playbooks(config.guidance_files)
 
     def classify(self, content: bytes) -> tuple[Classification | None, MessageFacts]:
@@ -62,7 +65,7 @@ class Engine:
 class MessageFacts:
     subject: str
     sender: str
-    date: object
+    date: datetime | None
     defects: tuple[str, ...]
     message_id: str | None = None
 
@@ -154,17 +157,25 @@ def _check_folder(engine: Engine, store: Store, mailbox: Mailbox, account: Accou
 
 def _process_batch(engine: Engine, store: Store, mailbox: Mailbox, account: AccountConfig,
                    batch: list[Headers]) -> tuple[list[MessageRecord], int]:
-    candidates = [headers for headers in batch if screen.might_be_notice(headers.block)]
+    verdicts = {headers.uid: engine.screen.verdict(headers.block) for headers in batch}
+    candidates = [headers for headers in batch if verdicts[headers.uid] is not Verdict.SKIP]
     keys = {headers.uid: _message_id(headers.block) for headers in candidates}
     seen = store.processed_keys(key for key in keys.values() if key)
     wanted = [headers for headers in candidates if not keys[headers.uid] or keys[headers.uid] not in seen]
     bodies = mailbox.bodies([headers.uid for headers in wanted], {headers.uid: headers.size for headers in wanted})
     internal = {headers.uid: headers.internal_date for headers in wanted}
-    records = [_record(engine, account, body, keys[body.uid], internal[body.uid]) for body in bodies]
+    records = [_record(engine, account, body, keys[body.uid], internal[body.uid],
+                       full=verdicts[body.uid] is Verdict.FETCH or engine.screen.body_names_a_platform(body.content))
+               for body in bodies]
     return records, len(bodies)
 
 
-def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str | None, internal_date: object) -> MessageRecord:
+def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str | None, internal_date: datetime | None,
+            full: bool) -> MessageRecord:
+    """Classify ``body`` (only when ``full``; otherwise it is a forward that names no platform) into a record."""
+    if not full:
+        key = header_id or "sha256:" + hashlib.sha256(body.content).hexdigest()
+        return MessageRecord(key, header_id or "", body.uid, "", "", internal_date, Classification(relevant=False), (), ())
     result, facts = engine.classify(body.content)
     defects = facts.defects + (("truncated at max_message_bytes",) if body.truncated else ())
     message_id = header_id or facts.message_id or ""
@@ -174,8 +185,7 @@ def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str |
         channels = tuple(channel.name for channel in engine.config.channels
                          if channel.wants(result.platform, result.kind, result.severity, account.name))
     received = facts.date if facts.date is not None else internal_date
-    return MessageRecord(key, message_id, body.uid, facts.subject, facts.sender, received,  # type: ignore[arg-type]
-                         result, defects, channels)
+    return MessageRecord(key, message_id, body.uid, facts.subject, facts.sender, received, result, defects, channels)
 
 
 def _message_id(block: bytes) -> str | None:
@@ -193,7 +203,10 @@ def deliver_due(engine: Engine, store: Store, should_stop: Callable[[], bool] = 
     channels = {channel.name: channel for channel in engine.config.channels}
     sent = retrying = failed = 0
     outcomes: list[tuple[int, str, str]] = []
-    for pending in store.due_deliveries():
+    due = store.due_deliveries()
+    if due:
+        from watcher import notify  # Apprise takes a while to import; a check with nothing to send skips it
+    for pending in due:
         if should_stop():
             break
         channel = channels.get(pending.channel)
