@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 from helpers import run, write_config
@@ -202,3 +204,67 @@ def test_the_watcher_identifies_itself_with_imap_id(dovecot: LocalDovecot, mailb
     config = write_config(tmp_path, {"us-store": mailbox}, {})
     assert run(config, "check").exit_code == 0
     assert 'ID sent: name=watcher, version=' in dovecot.log_text()
+
+
+def test_secrets_never_reach_the_logs_even_at_debug_level(mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    seed(mailbox)
+    token = "hookTokenSecret9876543"
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url(f"/hooks/{token}")})
+    result = subprocess.run([sys.executable, "-m", "watcher", "-vv", "--config", str(config), "check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(http_sink.wait_for(NOTICES)) == NOTICES
+    assert "DEBUG" in result.stderr  # the debug log really ran
+    for secret in (mailbox.password, token):
+        assert secret not in result.stderr and secret not in result.stdout
+    dump = "\n".join(sqlite3.connect(tmp_path / "events.db").iterdump())
+    assert token not in dump and mailbox.password not in dump
+
+
+def forward(inner: bytes, number: int, image_first: bool = True) -> bytes:
+    """A forward inside the seller's organisation, with a photo attached before the forwarded message."""
+    image = (b"--outer\r\nContent-Type: image/jpeg; name=photo.jpg\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+             + base64.encodebytes(bytes(range(256)) * 2000) + b"\r\n")
+    forwarded = b"--outer\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n"
+    parts = (image + forwarded) if image_first else (forwarded + image)
+    return (b"From: Wei Zhang <wei@lotus-home.example>\r\nTo: ops@lotus-home.example\r\n"
+            b"Subject: Fwd: please look at this today\r\nDate: " + format_datetime(datetime.now(UTC)).encode() + b"\r\n"
+            b"Message-ID: <fwd-" + str(number).encode() + b"@lotus-home.example>\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n"
+            b"--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attached mail.\r\n"
+            + parts + b"--outer--\r\n")
+
+
+def test_a_forward_is_classified_when_its_text_names_a_platform_and_skipped_otherwise(
+        mailbox: Mailbox, tmp_path: Path) -> None:
+    notice = sample_messages(datetime.now(UTC))[0]
+    html_inner = (b"From: Amazon <seller-notification@amazon.com>\r\nSubject: =?utf-8?b?" +
+                  base64.b64encode("账户通知".encode()) + b"?=\r\nMIME-Version: 1.0\r\n"
+                  b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\n"
+                  b"Content-Type: text/html; charset=gbk\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                  + base64.encodebytes("<p>您的亚马逊卖家账户已被停用。</p>".encode("gbk")) + b"\r\n--inner--\r\n")
+    holiday = (b"From: Anna <anna@lotus-home.example>\r\nSubject: our trip\r\nContent-Type: text/plain\r\n\r\n"
+               b"Photos from the trip, see you Monday.\r\n")
+    mailbox.append(forward(notice, 1))
+    mailbox.append(forward(html_inner, 2, image_first=False))
+    mailbox.append(forward(holiday, 3))
+    with mailbox.connect() as client:
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search("ALL")
+    config = write_config(tmp_path, {"us-store": mailbox}, {})
+    from watcher.config import load_config
+    from watcher.imap import Mailbox as ImapMailbox
+
+    with ImapMailbox(load_config(config).accounts[0]) as imap:
+        imap.select("INBOX")
+        texts = imap.texts(uids)
+    assert any("related to another selling account" in text for text in texts[uids[0]])
+    assert any("亚马逊卖家账户已被停用" in text for text in texts[uids[1]])
+    assert [text.strip() for text in texts[uids[2]]][::2] == ["See the attached mail.", "Photos from the trip, see you Monday."]
+    assert "Subject: our trip" in texts[uids[2]][1]  # the forwarded header, not the photo
+    row = next(line for line in run(config, "check").output.splitlines() if line.startswith("us-store"))
+    assert row.split()[1:5] == ["ok", "3", "2", "2"]  # new, fetched in full, events: the holiday forward never fetched
+    assert sorted(event["kind"] for event in events(config)) == ["account_deactivated", "account_deactivated"]

@@ -19,6 +19,7 @@ from watcher import __version__
 from watcher.config import Config, find_config, load_config
 from watcher.errors import ConfigError, WatcherError
 from watcher.model import KINDS, Classification, Event, Guidance
+from watcher.secrets import redact_logs
 
 log = logging.getLogger("watcher")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -83,6 +84,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 def _config(ctx: click.Context) -> Config:
     config = load_config(find_config(ctx.obj["config_path"]))
+    redact_logs([account.password for account in config.accounts] + [channel.url for channel in config.channels])
     for warning in config.warnings:
         click.echo(f"Warning: {warning}", err=True)
     return config

@@ -6,7 +6,10 @@ only for the messages the header screen cannot rule out, each capped at the acco
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import quopri
 import socket
 import ssl
 import time
@@ -16,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.response_types import BodyData
 
 from watcher import __version__
 from watcher.config import AccountConfig
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 HEADER_FIELDS = b"FROM SENDER REPLY-TO SUBJECT TO MESSAGE-ID DATE"
 HEADER_ITEM = b"BODY.PEEK[HEADER.FIELDS (" + HEADER_FIELDS + b")]"
 BATCH_SIZE = 500
+TEXT_SECTION_BYTES = 400_000  # of each text part read to decide whether a forward names a platform
 
 # Everything the network or the server can throw at us while we talk IMAP.
 NETWORK_ERRORS = (IMAPClientError, OSError, socket.timeout, ssl.SSLError, EOFError)
@@ -43,6 +48,15 @@ class Headers:
     block: bytes  # the raw header lines asked for in HEADER_FIELDS
     size: int
     internal_date: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextSection:
+    """A part of a message that a reader sees as text: its IMAP section and how to decode it."""
+
+    section: str  # e.g. "1", "2.1", "2.HEADER"
+    encoding: str  # content-transfer-encoding, lower-case
+    charset: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +189,30 @@ class Mailbox:
             result.append(Body(uid, content if isinstance(content, bytes) else b"", sizes.get(uid, 0) > limit))
         return result
 
+    def texts(self, uids: Sequence[int]) -> dict[int, list[str]]:
+        """Return the decoded text parts (forwarded messages' headers and text included) of each message,
+        without fetching its attachments: the server's BODYSTRUCTURE says which sections are text."""
+        structures = self._fetch(list(uids), [b"BODYSTRUCTURE"])
+        wanted: dict[tuple[TextSection, ...], list[int]] = {}
+        for uid in uids:
+            structure = structures.get(uid, {}).get(b"BODYSTRUCTURE")
+            if isinstance(structure, BodyData):
+                sections = tuple(text_sections(structure))
+                wanted.setdefault(sections, []).append(uid)
+        result: dict[int, list[str]] = {uid: [] for uid in uids}
+        for sections, group in wanted.items():
+            if not sections:
+                continue
+            items = [f"BODY.PEEK[{part.section}]<0.{TEXT_SECTION_BYTES}>".encode() for part in sections]
+            response = self._fetch(group, items)
+            for uid in group:
+                data = response.get(uid, {})
+                for part in sections:
+                    content = next((value for key, value in data.items()
+                                    if key.startswith(f"BODY[{part.section}]".encode())), b"")
+                    result[uid].append(_decode(content if isinstance(content, bytes) else b"", part))
+        return result
+
     def _fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, object]]:
         started = time.monotonic()
         try:
@@ -184,6 +222,49 @@ class Mailbox:
         log.debug("%s: fetched %d messages (%s) in %.2fs", self.account.name, len(uids),
                   items[0][:20].decode(), time.monotonic() - started)
         return dict(response)
+
+
+def text_sections(body: BodyData, section: str = "") -> Iterator[TextSection]:
+    """Yield the text sections of ``body``, whose own IMAP section is ``section`` ("" = the message).
+
+    Multipart children are numbered section.1, section.2 …; a forwarded message/rfc822 part contributes
+    its header (section.HEADER) and its own text parts.
+    """
+    if body.is_multipart:
+        for number, part in enumerate(body[0], 1):
+            yield from text_sections(part, f"{section}.{number}" if section else str(number))
+        return
+    here = section or "1"
+    maintype, subtype = (_text(value).lower() for value in body[:2])
+    if maintype == "text":
+        parameters = body[2] if isinstance(body[2], tuple) else ()
+        names = [_text(value).lower() for value in parameters[::2]]
+        charset = _text(parameters[2 * names.index("charset") + 1]) if "charset" in names else "us-ascii"
+        yield TextSection(here, _text(body[5]).lower(), charset)
+    elif (maintype, subtype) == ("message", "rfc822") and len(body) > 8 and isinstance(body[8], tuple):
+        yield TextSection(f"{here}.HEADER", "7bit", "utf-8")
+        inner = BodyData.create(body[8])
+        yield from text_sections(inner, here if inner.is_multipart else f"{here}.1")
+
+
+def _text(value: object) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _decode(content: bytes, part: TextSection) -> str:
+    """Undo the transfer encoding and charset of one fetched section (best effort, never raises)."""
+    try:
+        if part.encoding == "base64":
+            usable = len(content.replace(b"\r", b"").replace(b"\n", b"")) // 4 * 4
+            content = base64.b64decode(b"".join(content.split())[:usable])
+        elif part.encoding == "quoted-printable":
+            content = quopri.decodestring(content)
+    except (ValueError, binascii.Error):
+        pass  # searched as it is
+    try:
+        return content.decode(part.charset, errors="replace")
+    except LookupError:  # a charset Python does not know
+        return content.decode("utf-8", errors="replace")
 
 
 def _server_text(error: Exception) -> str:

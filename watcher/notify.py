@@ -19,6 +19,7 @@ import apprise
 
 from watcher.config import ChannelConfig
 from watcher.model import DeliveryOutcome, Event, Guidance
+from watcher.secrets import RedactingFilter, Secret
 
 REASON_TEXT_LIMIT = 700
 SUBJECT_LIMIT = 160
@@ -178,8 +179,4 @@ def _elapsed_ms(started: float) -> int:
 
 def _scrub(text: str, secret_url: str) -> str:
     """Remove the channel URL and every token-like piece of it from ``text``."""
-    text = text.replace(secret_url, "***")
-    for piece in re.split(r"[/:?&=@#,]+", secret_url):
-        if len(piece) >= 6 and piece.lower() not in ("https", "mailto", "127.0.0.1", "localhost"):
-            text = text.replace(piece, "***")
-    return text
+    return RedactingFilter([Secret(secret_url)]).redact(text)

@@ -110,15 +110,35 @@ def _stdlib_plain_parts(message: email.message.Message) -> list[str]:
     for part in message.walk():
         if part.get_content_type() != "text/plain" or part.get_filename():
             continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        charset = part.get_content_charset() or "us-ascii"
-        try:
-            texts.append(payload.decode(charset, errors="replace"))
-        except LookupError:
-            texts.append(payload.decode("utf-8", errors="replace"))
+        decoded = _decoded_payload(part)
+        if decoded is not None:
+            texts.append(decoded)
     return texts
+
+
+def _decoded_payload(part: email.message.Message) -> str | None:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+def _html_without_plain(part: email.message.Message, has_plain_alternative: bool = False) -> list[str]:
+    """Return the HTML parts that no text/plain alternative stands for, e.g. an HTML-only notice
+    forwarded as an attachment of a plain-text mail: their text would otherwise be lost."""
+    if part.is_multipart():
+        children = [child for child in part.get_payload() if isinstance(child, email.message.Message)]
+        alternative = part.get_content_subtype() == "alternative"
+        plain_here = alternative and any(child.get_content_type() == "text/plain" for child in children)
+        return [html for child in children for html in _html_without_plain(child, plain_here)]
+    if part.get_content_type() != "text/html" or has_plain_alternative or part.get_filename():
+        return []
+    decoded = _decoded_payload(part)
+    return [decoded] if decoded else []
 
 
 def _link_texts(text: str) -> list[Link]:
@@ -185,6 +205,10 @@ def parse_message(content: bytes) -> ParsedMessage:
     document = "\n".join(html_parts)
     html_text, html_links = html_to_text(document) if document else ("", ())
     plain = _tidy("\n\n".join(plain_parts)) if plain_parts else ""
+    if plain and html_parts:
+        orphans = _html_without_plain(message)
+        if orphans:
+            plain += "\n\n" + html_to_text("\n".join(orphans))[0]
     text = (plain or html_text)[:MAX_TEXT_CHARS]
     links = html_links + tuple(_link_texts(plain[:MAX_TEXT_CHARS])) if plain else html_links
 

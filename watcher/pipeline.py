@@ -162,20 +162,20 @@ def _process_batch(engine: Engine, store: Store, mailbox: Mailbox, account: Acco
     keys = {headers.uid: _message_id(headers.block) for headers in candidates}
     seen = store.processed_keys(key for key in keys.values() if key)
     wanted = [headers for headers in candidates if not keys[headers.uid] or keys[headers.uid] not in seen]
+    forwards = [headers.uid for headers in wanted if verdicts[headers.uid] is Verdict.FORWARD]
+    if forwards:
+        # A forward is fetched in full only when its text parts name a platform; its attachments never are.
+        texts = mailbox.texts(forwards)
+        wanted = [headers for headers in wanted if verdicts[headers.uid] is Verdict.FETCH
+                  or engine.screen.texts_name_a_platform(texts.get(headers.uid, []))]
     bodies = mailbox.bodies([headers.uid for headers in wanted], {headers.uid: headers.size for headers in wanted})
     internal = {headers.uid: headers.internal_date for headers in wanted}
-    records = [_record(engine, account, body, keys[body.uid], internal[body.uid],
-                       full=verdicts[body.uid] is Verdict.FETCH or engine.screen.body_names_a_platform(body.content))
-               for body in bodies]
+    records = [_record(engine, account, body, keys[body.uid], internal[body.uid]) for body in bodies]
     return records, len(bodies)
 
 
-def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str | None, internal_date: datetime | None,
-            full: bool) -> MessageRecord:
-    """Classify ``body`` (only when ``full``; otherwise it is a forward that names no platform) into a record."""
-    if not full:
-        key = header_id or "sha256:" + hashlib.sha256(body.content).hexdigest()
-        return MessageRecord(key, header_id or "", body.uid, "", "", internal_date, Classification(relevant=False), (), ())
+def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str | None,
+            internal_date: datetime | None) -> MessageRecord:
     result, facts = engine.classify(body.content)
     defects = facts.defects + (("truncated at max_message_bytes",) if body.truncated else ())
     message_id = header_id or facts.message_id or ""

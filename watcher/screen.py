@@ -8,14 +8,12 @@ mail that names no platform is screened out, which saves fetching its body.
 
 from __future__ import annotations
 
-import email
 import enum
 import functools
 import html
 import logging
 import re
 from email.header import decode_header, make_header
-from email.policy import compat32
 
 from watcher.authenticity import resembles
 from watcher.rules import RuleSet, load_rules
@@ -60,13 +58,12 @@ def _decoded(value: object) -> str:
 
 
 SENDER_HEADERS = ("from", "sender", "reply-to")
-BODY_SCREEN_BYTES = 400_000  # of each text part
 
 
 class Verdict(enum.Enum):
     SKIP = "skip"  # names no platform: not fetched
     FETCH = "fetch"  # names a platform (or a look-alike): fetched and classified
-    FORWARD = "forward"  # a forward naming no platform in its headers: fetched, classified if its body names one
+    FORWARD = "forward"  # a forward naming no platform in its headers: decided by its text parts
 
 
 class Screen:
@@ -98,31 +95,13 @@ class Screen:
         subject = next((value for key, value in values if key == "subject"), "")
         return Verdict.FORWARD if self.rules.forward_subject.search(subject) else Verdict.SKIP
 
-    def body_names_a_platform(self, content: bytes) -> bool:
-        """Return True when the decoded text of ``content`` (any part, forwarded messages included)
-        names a platform. A forward whose body names none cannot be a notice: the classifier would find
-        no platform either, so the full parse can be skipped. Never raises (True when unsure)."""
-        try:
-            message = email.message_from_bytes(content, policy=compat32)
-            for part in message.walk():
-                headers = " ".join(str(part.get(name, "")) for name in ("from", "subject"))
-                if headers.strip() and self._names_a_platform(_decoded(headers)):
-                    return True
-                if part.get_content_maintype() != "text":
-                    continue
-                payload = part.get_payload(decode=True)
-                if isinstance(payload, bytes):
-                    charset = part.get_content_charset() or "utf-8"
-                    try:
-                        text = payload[:BODY_SCREEN_BYTES].decode(charset, errors="replace")
-                    except LookupError:  # an unknown charset name
-                        text = payload[:BODY_SCREEN_BYTES].decode("utf-8", errors="replace")
-                    if self._names_a_platform(html.unescape(text)):
-                        return True
-        except Exception:
-            log.debug("unreadable forward; classifying it in full")
-            return True
-        return False
+    def texts_name_a_platform(self, texts: list[str]) -> bool:
+        """Return True when any decoded text part of a forward (see imap.Mailbox.texts) names a platform.
+
+        A forward whose text names none cannot be a notice: the classifier would find no platform
+        either, so neither its attachments nor its full body need fetching.
+        """
+        return any(self._names_a_platform(html.unescape(text)) for text in texts)
 
     def _names_a_platform(self, text: str) -> bool:
         lowered = text.lower()

@@ -6,7 +6,9 @@ A Secret never shows its value in repr/str, so it cannot leak into logs or error
 from __future__ import annotations
 
 import enum
+import logging
 import os
+import re
 from pathlib import Path
 
 from watcher.errors import SecretError
@@ -74,3 +76,44 @@ def _read_file(path: Path) -> Secret:
     if not value:
         raise SecretError(f"file is empty: {path}")
     return Secret(value)
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces every known secret (and every token-like piece of a secret URL) in log records with ***.
+
+    Libraries log what they send at debug level — Apprise the webhook URL, an IMAP trace the LOGIN
+    line — so the filter sits on the handlers, where every record passes.
+    """
+
+    def __init__(self, secrets: list[Secret]) -> None:
+        super().__init__()
+        pieces: set[str] = set()
+        for secret in secrets:
+            value = secret.reveal()
+            if value:
+                pieces.add(value)
+                pieces.update(part for part in re.split(r"[/:?&=@#,\s]+", value)
+                              if len(part) >= 6 and part.lower() not in _HARMLESS)
+        self.pieces = sorted(pieces, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+    def redact(self, text: str) -> str:
+        for piece in self.pieces:
+            text = text.replace(piece, "***")
+        return text
+
+
+_HARMLESS = {"https", "http", "mailto", "mailtos", "localhost", "127.0.0.1", "insecure", "example.com"}
+
+
+def redact_logs(secrets: list[Secret]) -> None:
+    """Install a RedactingFilter for ``secrets`` on every handler of the root logger."""
+    redactor = RedactingFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
