@@ -11,14 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 
 from watcher import classify, guidance, parse, rules, screen
 from watcher.config import AccountConfig, Config
 from watcher.errors import FetchError
 from watcher.imap import Body, Headers, Mailbox
-from watcher.screen import Verdict
+from watcher.screen import Verdict, header_fields
 from watcher.model import Classification, DeliveryOutcome, Event, Guidance
 from watcher.store import MessageRecord, Store
 
@@ -189,9 +187,7 @@ def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str |
 
 
 def _message_id(block: bytes) -> str | None:
-    value = BytesHeaderParser(policy=default_policy).parsebytes(block).get("Message-ID")
-    text = str(value).strip() if value else ""
-    return text or None
+    return next((value for name, value in header_fields(block) if name == "message-id" and value), None)
 
 
 def _sender(name: str, address: str) -> str:

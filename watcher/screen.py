@@ -24,7 +24,7 @@ SCREENED_HEADERS = ("from", "sender", "reply-to", "subject", "to")
 _TOKEN = re.compile(r"[^\W_]+(?:[.-][^\W_]+)*")
 
 
-def _fields(block: bytes) -> list[tuple[str, str]]:
+def header_fields(block: bytes) -> list[tuple[str, str]]:
     """Return (lower-case name, unfolded value) for each header line in ``block``.
 
     The block holds only the few fields the fetch asked for; splitting it directly costs a tenth of
@@ -73,6 +73,12 @@ class Screen:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self._lookalike: dict[str, bool] = {}
+        # Every platform's names (all languages) and domains as plain lower-case words: substring tests
+        # are several times faster than the per-platform regular expressions, with the same meaning.
+        words = {word for platform in rules.platforms for word in (*platform.name_list, *platform.domains)}
+        # A word that contains another ("amazon.de" contains "amazon") adds nothing.
+        self._platform_words = tuple(sorted(word for word in words
+                                            if not any(other != word and other in word for other in words)))
 
     def might_be_notice(self, header_block: bytes) -> bool:
         """Return True when the message named by ``header_block`` may be a platform notice; never raises."""
@@ -81,7 +87,7 @@ class Screen:
     def verdict(self, header_block: bytes) -> Verdict:
         """Decide from the headers: SKIP, FETCH, or FORWARD (only the body can tell); never raises."""
         try:
-            values = [(key, _decoded(value)) for key, value in _fields(header_block) if key in SCREENED_HEADERS]
+            values = [(key, _decoded(value)) for key, value in header_fields(header_block) if key in SCREENED_HEADERS]
         except Exception:  # unreadable headers: fetch the body rather than risk missing a notice
             log.debug("unparsable header block; fetching the body")
             return Verdict.FETCH
@@ -105,8 +111,7 @@ class Screen:
 
     def _names_a_platform(self, text: str) -> bool:
         lowered = text.lower()
-        return any(platform.names.search(text) or any(domain in lowered for domain in platform.domains)
-                   for platform in self.rules.platforms)
+        return any(word in lowered for word in self._platform_words)
 
     def _resembles_a_brand(self, token: str) -> bool:
         verdict = self._lookalike.get(token)
