@@ -62,6 +62,8 @@ def setup_logging(verbose: int) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=max(logging.DEBUG, level), format=fmt, stream=sys.stderr)
+    # The scheduler logs every job run at INFO; keep that for -vv.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 @click.group(cls=WatcherGroup, context_settings=CONTEXT_SETTINGS)
@@ -141,6 +143,45 @@ def run(ctx: click.Context) -> None:
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
     Daemon(engine).run()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: folders and channels.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show each account and folder's connection state, last check and last error, and each channel's
+    pending and failed deliveries (as the running watcher last recorded them).
+
+    \b
+    Example:
+        watcher status
+    """
+    from watcher.store import Store
+
+    config = _config(ctx)
+    with Store(config.database) as store:
+        recorded = {(row["account"], row["folder"]): row for row in store.folder_states()}
+        deliveries = {row["channel"]: row for row in store.delivery_counts()}
+    folders = []
+    for account in config.accounts:
+        for folder in account.folders:
+            row = recorded.get((account.name, folder), {})
+            folders.append({"account": account.name, "folder": folder, "state": row.get("state", "never checked"),
+                            "since": row.get("since"), "last_check_at": row.get("last_check_at"),
+                            "last_error": row.get("last_error"), "last_error_at": row.get("last_error_at")})
+    channels = [{"channel": channel.name, "pending": (deliveries.get(channel.name) or {}).get("pending") or 0,
+                 "sent": (deliveries.get(channel.name) or {}).get("sent") or 0,
+                 "failed": (deliveries.get(channel.name) or {}).get("failed") or 0} for channel in config.channels]
+    if as_json:
+        click.echo(json.dumps({"folders": folders, "channels": channels}, indent=2))
+        return
+    click.echo(tabulate([[f["account"], f["folder"], f["state"], f["since"] or "", f["last_check_at"] or "",
+                          f["last_error"] or ""] for f in folders],
+                        headers=["account", "folder", "state", "since", "last successful check", "last error"]))
+    if channels:
+        click.echo("")
+        click.echo(tabulate([[c["channel"], c["pending"], c["sent"], c["failed"]] for c in channels],
+                            headers=["channel", "pending", "sent", "failed"]))
 
 
 # --- events ---------------------------------------------------------------------------------------

@@ -22,6 +22,10 @@ class FetchError(WatcherError):
     """The mailbox could not be reached, logged in to or read."""
 
 
+class AuthenticationFailed(FetchError):
+    """The server refused the account's credentials: retrying soon will not help."""
+
+
 class RulesError(WatcherError):
     """A rules or guidance data file is invalid; the message names the file and key."""
 

@@ -23,7 +23,7 @@ from imapclient.response_types import BodyData
 
 from watcher import __version__
 from watcher.config import AccountConfig
-from watcher.errors import FetchError
+from watcher.errors import AuthenticationFailed, FetchError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Mailbox:
             client.login(account.username, account.password.reveal())
         except LoginError as error:
             self.close()
-            raise FetchError(f"{account.name}: login refused for {account.username}: {_server_text(error)}") from None
+            raise AuthenticationFailed(f"{account.name}: login refused for {account.username}: {_server_text(error)}") from None
         except ssl.SSLCertVerificationError as error:
             self.close()
             raise FetchError(f"{account.name}: TLS certificate of {account.host} not trusted ({error.verify_message}); "
@@ -112,6 +112,13 @@ class Mailbox:
             self.close()
             raise FetchError(f"{account.name}: {step} to {account.host}:{account.port} failed: {_describe(error)}") from None
         log.info("%s: logged in to %s:%s in %.2fs", account.name, account.host, account.port, time.monotonic() - started)
+
+    def supports_idle(self) -> bool:
+        """Return True when the server offers IMAP IDLE (RFC 2177)."""
+        try:
+            return b"IDLE" in self._client().capabilities()
+        except NETWORK_ERRORS as error:
+            raise FetchError(f"{self.account.name}: CAPABILITY failed: {_describe(error)}") from None
 
     def close(self) -> None:
         if self.client is None:

@@ -5,10 +5,12 @@ Nothing here prints; results come back as summaries and failures as the project'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -83,6 +85,7 @@ class AccountSummary:
     folders: tuple[FolderSummary, ...] = ()
     error: str | None = None
     seconds: float = 0.0
+    failure: FetchError | None = None  # what made the whole account fail (a refused login, an unreachable server)
 
     @property
     def ok(self) -> bool:
@@ -101,9 +104,11 @@ class DeliverySummary:
     outcomes: tuple[tuple[int, str, str], ...] = field(default=())  # (event id, channel, status)
 
 
-def check_account(engine: Engine, account: AccountConfig, should_stop: Callable[[], bool] = lambda: False) -> AccountSummary:
+def check_account(engine: Engine, account: AccountConfig, should_stop: Callable[[], bool] = lambda: False,
+                  folder_locks: Mapping[str, threading.Lock] | None = None) -> AccountSummary:
     """Fetch and record everything new in every folder of ``account``. Never raises FetchError:
-    a failure is returned in the summary (per folder where the connection survived)."""
+    a failure is returned in the summary (per folder where the connection survived). ``folder_locks``
+    keep this check and a folder's IDLE watch from reading the same folder at once."""
     started = time.monotonic()
     folders: list[FolderSummary] = []
     try:
@@ -112,16 +117,28 @@ def check_account(engine: Engine, account: AccountConfig, should_stop: Callable[
                 if should_stop():
                     break
                 try:
-                    folders.append(_check_folder(engine, store, mailbox, account, folder, should_stop))
+                    with folder_locks[folder] if folder_locks else contextlib.nullcontext():
+                        folders.append(_check_folder(engine, store, mailbox, account, folder, should_stop))
+                    store.set_folder_state(account.name, folder, None, checked=True)
                 except FetchError as error:
                     log.warning("%s", error)
                     folders.append(FolderSummary(folder, error=str(error)))
+                    store.set_folder_state(account.name, folder, "backing_off", error=str(error))
     except FetchError as error:
         log.warning("%s", error)
-        return AccountSummary(account.name, tuple(folders), str(error), time.monotonic() - started)
+        return AccountSummary(account.name, tuple(folders), str(error), time.monotonic() - started, error)
     summary = AccountSummary(account.name, tuple(folders), None, time.monotonic() - started)
     log.info("%s: checked %d folders in %.2fs: %d new, %d fetched, %d events", account.name, len(folders),
              summary.seconds, sum(f.new for f in folders), sum(f.fetched for f in folders), len(summary.events))
+    return summary
+
+
+def check_folder(engine: Engine, mailbox: Mailbox, account: AccountConfig, folder: str,
+                 should_stop: Callable[[], bool] = lambda: False) -> FolderSummary:
+    """Fetch and record what is new in one folder over an open connection; raise FetchError on failure."""
+    with Store(engine.config.database) as store:
+        summary = _check_folder(engine, store, mailbox, account, folder, should_stop)
+        store.set_folder_state(account.name, folder, "idle", checked=True)
     return summary
 
 
@@ -194,25 +211,26 @@ def _sender(name: str, address: str) -> str:
     return f"{name} ({address})" if name else address
 
 
-def deliver_due(engine: Engine, store: Store, should_stop: Callable[[], bool] = lambda: False) -> DeliverySummary:
-    """Send every delivery that is due, recording each attempt. Return what happened."""
+def deliver_due(engine: Engine, store: Store, should_stop: Callable[[], bool] = lambda: False,
+                channel: str | None = None) -> DeliverySummary:
+    """Send every delivery that is due (only ``channel``'s, if given), recording each attempt."""
     channels = {channel.name: channel for channel in engine.config.channels}
     sent = retrying = failed = 0
     outcomes: list[tuple[int, str, str]] = []
-    due = store.due_deliveries()
+    due = store.due_deliveries(channel=channel)
     if due:
         from watcher import notify  # Apprise takes a while to import; a check with nothing to send skips it
     for pending in due:
         if should_stop():
             break
-        channel = channels.get(pending.channel)
-        if channel is None:
+        target = channels.get(pending.channel)
+        if target is None:
             outcome, duration = DeliveryOutcome("error", "the channel is no longer in the configuration", permanent=True), 0
         else:
             event = store.event(pending.event_id)
             playbook, language = engine.guidance_for(event)
-            rendered = notify.render(event, playbook, language, notify.markup_for(channel.url.reveal()))
-            outcome, duration = notify.send(channel, rendered.title, rendered.body, rendered.notify_type)
+            rendered = notify.render(event, playbook, language, notify.markup_for(target.url.reveal()))
+            outcome, duration = notify.send(target, rendered.title, rendered.body, rendered.notify_type)
         status = store.record_attempt(pending, outcome, duration, engine.config.delivery_retry_hours)
         log.info("event %d → %s: %s (%s) in %dms", pending.event_id, pending.channel, outcome.outcome, status, duration)
         if status != "sent":

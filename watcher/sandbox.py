@@ -254,7 +254,7 @@ class LocalDovecot(_Server):
 
     def start(self) -> None:
         """Write a configuration, start Dovecot and return once it accepts connections."""
-        dovecot = _binary("dovecot")
+        _binary("dovecot")  # a clear SandboxError now when the package is missing
         _binary("doveadm")
         root = Path(tempfile.mkdtemp(prefix="watcher-dovecot-"))
         self._root = root
@@ -271,6 +271,13 @@ class LocalDovecot(_Server):
             self.tls_port = free_port()
             self.cert_file = self._make_certificate(root)
         self._config.write_text(self._render_config(root, account))
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start the Dovecot master on the written configuration and wait until it accepts connections."""
+        dovecot = _binary("dovecot")
+        root = self._root
+        assert root is not None
         started = time.monotonic()
         with open(root / "master.out", "wb") as output:
             # -F keeps the master in the foreground as our child, so stop() can wait for it.
@@ -291,10 +298,23 @@ class LocalDovecot(_Server):
             self.host, self.port, time.monotonic() - started, root,
         )
 
+    def pause(self) -> None:
+        """Stop the server but keep its mail, users and port, for resume(): a server outage."""
+        self._halt()
+
+    def resume(self) -> None:
+        """Start the server again after pause(), on the same port with the same mail."""
+        self._launch()
+
     def stop(self) -> None:
         """Stop Dovecot and delete its folder; a no-op when not running."""
         if self._root is None:
             return
+        self._halt()
+        shutil.rmtree(self._root, ignore_errors=True)
+        self._root = None
+
+    def _halt(self) -> None:
         if self._process is not None:
             subprocess.run(
                 [_binary("doveadm"), "-c", str(self._config), "stop"],
@@ -307,8 +327,6 @@ class LocalDovecot(_Server):
                 self._process.kill()
                 self._process.wait(timeout=_STOP_TIMEOUT)
             self._process = None
-        shutil.rmtree(self._root, ignore_errors=True)
-        self._root = None
 
     def add_user(self, name: str | None = None) -> Mailbox:
         """Create a user (``name`` or a fresh unique one) with a random password and return it.

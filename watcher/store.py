@@ -62,7 +62,15 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     }, pk="id", foreign_keys=[("delivery_id", "deliveries", "id")])
 
 
-MIGRATIONS = (_migration_1,)
+def _migration_2(db: sqlite_utils.Database) -> None:
+    db.table("folder_state").create({
+        "account": str, "folder": str, "state": str, "since": str, "last_check_at": str,
+        "last_error": str, "last_error_at": str,
+    }, pk=("account", "folder"))
+    db.table("alerts").create({"account": str, "kind": str, "sent_at": str}, pk=("account", "kind"))
+
+
+MIGRATIONS = (_migration_1, _migration_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -105,7 +113,8 @@ class Store:
             connection = sqlite3.connect(str(path), timeout=30)
             self.db = sqlite_utils.Database(connection)
             self.db.execute("PRAGMA busy_timeout = 30000")
-            self.db.enable_wal()
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.enable_wal()
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.Error as error:
@@ -122,14 +131,23 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(f"the database is at schema version {version}, newer than this program "
                              f"({SCHEMA_VERSION}); upgrade watcher")
-        for number in range(version, SCHEMA_VERSION):
-            with self.db.atomic():
+        if version == SCHEMA_VERSION:
+            return
+        # IMMEDIATE takes the write lock first, so two processes (or threads) starting on a new database
+        # migrate one after the other; the second then finds nothing left to do.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for number in range(self.schema_version(), SCHEMA_VERSION):
                 MIGRATIONS[number](self.db)
                 self.db.execute(f"PRAGMA user_version = {number + 1}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -205,12 +223,14 @@ class Store:
 
     # --- delivery side ----------------------------------------------------------------------------
 
-    def due_deliveries(self, moment: datetime | None = None, limit: int = 100) -> list[PendingDelivery]:
-        """Return pending deliveries whose next attempt is due, oldest first."""
+    def due_deliveries(self, moment: datetime | None = None, limit: int = 100,
+                       channel: str | None = None) -> list[PendingDelivery]:
+        """Return pending deliveries whose next attempt is due (only ``channel``'s, if given), oldest first."""
+        only = "AND channel = ?" if channel else ""
         rows = self.db.execute(
             "SELECT id, event_id, channel, attempts, created_at FROM deliveries "
-            "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            [iso(moment or now_utc()), limit]).fetchall()
+            f"WHERE status = 'pending' AND next_attempt_at <= ? {only} ORDER BY id LIMIT ?",
+            [iso(moment or now_utc()), *([channel] if channel else []), limit]).fetchall()
         return [PendingDelivery(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
 
     def record_attempt(self, delivery: PendingDelivery, outcome: DeliveryOutcome, duration_ms: int,
@@ -250,6 +270,46 @@ class Store:
         return list(self.db.query(
             "SELECT channel, attempted_at, outcome, detail, duration_ms FROM delivery_attempts "
             "WHERE event_id = ? ORDER BY id", [event_id]))
+
+    # --- connection health ------------------------------------------------------------------------
+
+    def set_folder_state(self, account: str, folder: str, state: str | None, *, checked: bool = False,
+                         error: str | None = None) -> None:
+        """Record the connection ``state`` of (account, folder) (None: keep it, "polling" if none yet);
+        ``checked`` stamps a successful check, ``error`` records the last error."""
+        moment = iso(now_utc())
+        with self.db.atomic():
+            row = self.db.execute("SELECT state, since FROM folder_state WHERE account = ? AND folder = ?",
+                                  [account, folder]).fetchone()
+            state = state or (row[0] if row else "polling")
+            since = row[1] if row and row[0] == state else moment
+            values: dict[str, Any] = {"account": account, "folder": folder, "state": state, "since": since}
+            if checked:
+                values["last_check_at"] = moment
+            if error is not None:
+                values["last_error"], values["last_error_at"] = error[:500], moment
+            self.db.table("folder_state").upsert(values, pk=("account", "folder"))
+
+    def folder_states(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM folder_state ORDER BY account, folder"))
+
+    def alert_sent(self, account: str, kind: str) -> bool:
+        return self.db.execute("SELECT 1 FROM alerts WHERE account = ? AND kind = ?", [account, kind]).fetchone() is not None
+
+    def mark_alert(self, account: str, kind: str, sent: bool) -> None:
+        """Remember (or forget) that the ``kind`` alert for ``account`` went out, so it is sent once."""
+        with self.db.atomic():
+            if sent:
+                self.db.table("alerts").upsert({"account": account, "kind": kind, "sent_at": iso(now_utc())},
+                                                pk=("account", "kind"))
+            else:
+                self.db.execute("DELETE FROM alerts WHERE account = ? AND kind = ?", [account, kind])
+
+    def delivery_counts(self) -> list[dict[str, Any]]:
+        """Return, per channel, how many deliveries are pending, sent and failed."""
+        return list(self.db.query(
+            "SELECT channel, SUM(status = 'pending') AS pending, SUM(status = 'sent') AS sent, "
+            "SUM(status = 'failed') AS failed FROM deliveries GROUP BY channel ORDER BY channel"))
 
     # --- queries ----------------------------------------------------------------------------------
 

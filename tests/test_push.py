@@ -1,0 +1,163 @@
+"""`watcher run` with IMAP IDLE: push latency, outages, refused logins, and `watcher status`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from helpers import run, write_config
+
+from watcher.demo import sample_messages
+from watcher.sandbox import HttpSink, LocalDovecot, Mailbox
+
+SLOW_POLL = "[schedule]\npoll_seconds = 3600\n"  # only IDLE can notice new mail within these tests
+
+
+class Watcher:
+    """A `watcher run` process whose stderr goes to a file the test can read while it runs."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self.output = log.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "watcher", "-v", "--config", str(config), "run"],
+                                        stdout=self.output, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 15, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while self.text().count(needle) < count:
+            assert self.process.poll() is None, self.text()
+            assert time.monotonic() < deadline, f"no {needle!r} in:\n{self.text()}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=12)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.output.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_watcher(tmp_path: Path) -> Iterator[object]:
+    started: list[Watcher] = []
+
+    def start(config: Path) -> Watcher:
+        watcher = Watcher(config, tmp_path / f"watcher-{len(started)}.log")
+        started.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+
+
+def test_new_mail_is_pushed_within_seconds_without_polling(mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path,
+                                                          start_watcher) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()}, extra=SLOW_POLL)
+    watcher = start_watcher(config)
+    watcher.wait_for_log("us-store/INBOX: IDLE")
+    appended = time.monotonic()
+    mailbox.append(sample_messages(datetime.now(UTC))[0])
+    (post,) = http_sink.wait_for(1, timeout=10)
+    assert post.body["title"] == "[CRITICAL] Amazon: account deactivated — us-store"
+    assert post.arrived - appended < 3.0  # Dovecot itself batches IDLE wake-ups by ~0.5 s
+    status = json.loads(run(config, "status", "--json").output)
+    assert status["folders"][0]["state"] == "idle"
+    assert status["channels"] == [{"channel": "hook", "pending": 0, "sent": 1, "failed": 0}]
+    assert watcher.stop() == 0
+
+
+def test_mail_that_arrives_during_a_server_outage_is_processed_after_recovery(
+        http_sink: HttpSink, tmp_path: Path, start_watcher) -> None:  # type: ignore[no-untyped-def]
+    with LocalDovecot() as server:
+        mailbox = server.add_user()
+        config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()}, extra=SLOW_POLL)
+        watcher = start_watcher(config)
+        watcher.wait_for_log("us-store/INBOX: IDLE")
+        server.pause()
+        watcher.wait_for_log("reconnecting in")
+        status = json.loads(run(config, "status", "--json").output)
+        assert status["folders"][0]["state"] == "backing_off"
+        assert "IDLE connection lost" in status["folders"][0]["last_error"]
+        server.resume()
+        mailbox.append(sample_messages(datetime.now(UTC))[0])  # while the watcher is still waiting to reconnect
+        (post,) = http_sink.wait_for(1, timeout=30)
+        assert post.body["title"].startswith("[CRITICAL] Amazon: account deactivated")
+        watcher.wait_for_log("us-store/INBOX: IDLE", count=2)
+        assert watcher.stop() == 0
+
+
+def test_a_refused_login_alerts_once_and_once_more_on_recovery(
+        mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path, start_watcher) -> None:  # type: ignore[no-untyped-def]
+    wrong = Mailbox(username=mailbox.username, password="not-the-password-42", host=mailbox.host, port=mailbox.port)
+    config = write_config(tmp_path, {"us-store": wrong}, {"hook": http_sink.url()}, extra=SLOW_POLL)
+    first = start_watcher(config)
+    (alert,) = http_sink.wait_for(1, timeout=15)
+    assert alert.body["title"] == "[ACTION NEEDED] watcher cannot log in to us-store"
+    assert "login refused" in alert.body["message"] and "not-the-password-42" not in alert.body["message"]
+    first.wait_for_log("reconnecting in")
+    status = json.loads(run(config, "status", "--json").output)
+    assert status["folders"][0]["state"] == "auth_failed"
+    assert first.stop() == 0
+    second = start_watcher(config)  # a restart must not alert again
+    second.wait_for_log("login refused")
+    time.sleep(1)
+    assert second.stop() == 0
+    assert len(http_sink.requests) == 1
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()}, extra=SLOW_POLL)
+    third = start_watcher(config)
+    recovered = http_sink.wait_for(2, timeout=15)[1]
+    assert recovered.body["title"] == "[RECOVERED] watcher can log in to us-store again"
+    third.wait_for_log("us-store/INBOX: IDLE")
+    assert third.stop() == 0
+    assert len(http_sink.requests) == 2
+
+
+def test_status_lists_every_folder_before_the_first_check(tmp_path: Path) -> None:
+    nobody = Mailbox(username="u", password="p", host="127.0.0.1", port=1)
+    config = write_config(tmp_path, {"us-store": nobody}, {"hook": "json://127.0.0.1:1/x"})
+    result = run(config, "status")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[2].split()[:4] == ["us-store", "INBOX", "never", "checked"]
+    assert lines[-1].split() == ["hook", "0", "0", "0"]
+
+
+def test_systemd_hears_ready_status_and_watchdog(mailbox: Mailbox, tmp_path: Path) -> None:
+    import socket
+
+    config = write_config(tmp_path, {"us-store": mailbox}, {}, extra=SLOW_POLL)
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(15)
+        process = subprocess.Popen([sys.executable, "-m", "watcher", "--config", str(config), "run"],
+                                   stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"})
+        try:
+            messages: list[str] = []
+            while not (any("READY=1" in m for m in messages) and sum("WATCHDOG=1" in m for m in messages) >= 2
+                       and any("1 idle" in m for m in messages)):
+                messages.append(listener.recv(4096).decode())
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=12)
+        status = next(m for m in messages if "1 idle" in m)
+        assert "STATUS=1 folders: 1 idle; 0 deliveries pending" in status
+        assert process.returncode == 0
