@@ -61,20 +61,22 @@ def test_notifications_follow_the_guidance_language() -> None:
 
 
 def test_email_text_cannot_inject_markup_mentions_or_links() -> None:
-    for markup in ("markdown", "slack", "telegram"):
+    for markup in ("html", "slack", "markdown"):
         text = escape(HOSTILE, markup)
         assert "@channel" not in text
         assert "https://" not in text and "evil.example" not in text
         assert "*now*" not in text
         assert "[click](" not in text
-    for markup in ("markdown", "slack"):
+    for markup in ("html", "slack"):
         assert "<!here>" not in escape(HOSTILE, markup) and "<b>" not in escape(HOSTILE, markup)
 
 
 def test_channel_markup_is_chosen_from_the_url() -> None:
     assert markup_for("slack://T1ABCDEFG/B2ABCDEFG/C3abcdefghijklmnopqrstuv/#ops") == "slack"
-    assert markup_for("tgram://123456789:abcdefghijklmnopqrstuvwxyzABCDEFGHI/-1001234567") == "telegram"
-    assert markup_for("json://127.0.0.1:9/x") == "markdown"
+    assert markup_for("tgram://123456789:abcdefghijklmnopqrstuvwxyzABCDEFGHI/-1001234567") == "markdown"
+    assert markup_for("discord://1234567890/abcdefghijkl") == "markdown"
+    assert markup_for("mailto://127.0.0.1:25?to=a@b.example&from=x@y.example&mode=insecure") == "html"
+    assert markup_for("json://127.0.0.1:9/x") == "html"
 
 
 @responses.activate
@@ -102,7 +104,7 @@ def test_slack_gets_exactly_one_webhook_post_with_escaped_text() -> None:
 def test_telegram_gets_exactly_one_send_message_call() -> None:
     url = "https://api.telegram.org/bot123456789:abcdefghijklmnopqrstuvwxyzABCDEFGHI/sendMessage"
     responses.add(responses.POST, url, json={"ok": True})
-    rendered = render(event(), GUIDANCE, markup="telegram", today=date(2026, 11, 28))
+    rendered = render(event(), GUIDANCE, markup="markdown", today=date(2026, 11, 28))
     outcome, _ = send(channel("tgram://123456789:abcdefghijklmnopqrstuvwxyzABCDEFGHI/-1001234567"),
                       rendered.title, rendered.body, rendered.notify_type)
     assert outcome.outcome == "success"
@@ -126,3 +128,28 @@ def test_a_failed_send_keeps_apprise_status_and_never_the_secret_url() -> None:
 def test_an_unloadable_url_is_a_permanent_error() -> None:
     outcome, _ = send(channel("nosuchscheme://x/y"), "t", "b")
     assert (outcome.outcome, outcome.permanent) == ("error", True)
+
+
+@responses.activate
+def test_discord_gets_one_webhook_post_with_inert_mentions() -> None:
+    url = "https://discord.com/api/webhooks/1234567890/abcdefghijkl"
+    responses.add(responses.POST, url, status=204)
+    rendered = render(event(reason_text="@everyone look *now* https://evil.example"), GUIDANCE, markup="markdown",
+                      today=date(2026, 11, 28))
+    outcome, _ = send(channel("discord://1234567890/abcdefghijkl"), rendered.title, rendered.body, rendered.notify_type)
+    assert outcome.outcome == "success"
+    assert len(responses.calls) == 1 and responses.calls[0].request.url == url
+    content = json.loads(responses.calls[0].request.body)["content"]
+    assert content.startswith("[CRITICAL] Amazon: account deactivated — Lotus Home\r\n")
+    assert "@\u2060everyone" in content and "\\*now\\*" in content and "hxxps://evil\\[.\\]example" in content
+
+
+def test_html_email_shows_hostile_text_as_text(smtp_sink) -> None:  # type: ignore[no-untyped-def]
+    rendered = render(event(reason_text=HOSTILE), GUIDANCE, markup=markup_for(smtp_sink.url()), today=date(2026, 11, 28))
+    outcome, _ = send(channel(smtp_sink.url()), rendered.title, rendered.body, rendered.notify_type)
+    assert outcome.outcome == "success", outcome.detail
+    (mail,) = smtp_sink.wait_for(1)
+    html = next(part for part in mail.walk() if part.get_content_type() == "text/html").get_content()
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+    assert "evil.example" not in html and "href=\"https://evil" not in html
+    assert "<strong>Why:</strong>" in html or "<b>Why:</b>" in html  # our own Markdown did render

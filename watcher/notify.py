@@ -55,34 +55,35 @@ def label(group: str, key: str | None, language: str = "en") -> str:
     return key.replace("_", " ")
 
 
+# How a service renders our Markdown body, by Apprise protocol; every other service gets "html", the
+# safest choice: Markdown that may be turned into HTML (email) or shown raw (json://).
+MARKUP_BY_PROTOCOL = {"slack": "slack", "tgram": "markdown", "discord": "markdown"}
+
+
 def markup_for(url: str) -> str:
-    """Return how the channel at ``url`` renders text: "slack", "telegram" or "markdown" (the rest)."""
+    """Return how the channel at ``url`` renders text: "slack", "markdown" (Telegram, Discord) or "html"."""
     plugin = apprise.Apprise.instantiate(url)
     protocols = {str(p) for p in (getattr(plugin, "protocol", None), getattr(plugin, "secure_protocol", None))
                  for p in (p if isinstance(p, (list, tuple)) else (p,))}
-    if "slack" in protocols:
-        return "slack"
-    if "tgram" in protocols:
-        return "telegram"
-    return "markdown"
+    return next((MARKUP_BY_PROTOCOL[p] for p in sorted(protocols) if p in MARKUP_BY_PROTOCOL), "html")
 
 
-def escape(text: str, markup: str = "markdown") -> str:
+def escape(text: str, markup: str = "html") -> str:
     """Make email text inert for the channel's ``markup`` (see markup_for): no mentions, markup or links.
 
-    URLs are defanged (hxxps://host[.]example) so none becomes a link, and @mentions get a word joiner.
-    markdown: &, < and > become entities (Markdown passes raw HTML through to HTML email) and markup
-    characters are backslash-escaped. slack: < and > become ‹ and › (no <!here>, <@U…> or <url|text>);
-    mrkdwn has no escape character, so markup characters get a word joiner.
-    telegram: legacy Markdown, where a backslash escapes markup and entities are not decoded.
+    Always: URLs are defanged (hxxps://host[.]example) so none becomes a link, and @mentions
+    (@channel, @everyone, @here, @user) get a word joiner so they notify nobody.
+    html: &, < and > become entities (Markdown passes raw HTML through to HTML email) and markup
+    characters are backslash-escaped.
+    markdown (Telegram, Discord): a backslash escapes markup; entities would show literally.
+    slack: < and > become ‹ and › (no <!here>, <@U…> or <url|text>); mrkdwn has no escape character,
+    so markup characters get a word joiner.
     """
     text = _URL.sub(lambda m: ("hxxp" + m.group(1)[4:] if m.group(1).lower().startswith("http") else "fxp")
                     + "://" + m.group(2).replace(".", "[.]"), text)
-    if markup == "markdown":
+    if markup == "html":
         text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     if markup == "slack":
-        # Apprise keeps <…> for Slack's own link/mention syntax and escapes &, so an entity would show
-        # literally: use look-alike angle quotes instead.
         text = text.replace("<", "\u2039").replace(">", "\u203a")
         text = _SLACK_SPECIALS.sub("\\1\u2060", text)
     else:
@@ -95,7 +96,7 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def render(event: Event, guidance: Guidance, language: str = "en", markup: str = "markdown",
+def render(event: Event, guidance: Guidance, language: str = "en", markup: str = "html",
            today: date | None = None) -> Rendered:
     """Return the notification for ``event`` in ``language`` (our words; email text stays as written,
     escaped for ``markup``)."""
