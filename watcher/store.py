@@ -70,7 +70,28 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("alerts").create({"account": str, "kind": str, "sent_at": str}, pk=("account", "kind"))
 
 
-MIGRATIONS = (_migration_1, _migration_2)
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """The seller's side: event lifecycle and history, reminders as deliveries, search, backfill progress."""
+    events = db.table("events")
+    events.add_column("linked_event_id", int)  # a later notice (appeal reply, reinstatement) points at its event
+    events.add_column("status_changed_at", str)
+    db.table("event_history").create({
+        "id": int, "event_id": int, "at": str, "from_status": str, "to_status": str, "actor": str, "note": str,
+    }, pk="id", foreign_keys=[("event_id", "events", "id")])
+    db.table("event_history").create_index(["event_id"])
+    # A delivery now has a purpose: the event itself, or a reminder, re-announcement or digest about it.
+    deliveries = db.table("deliveries")
+    deliveries.add_column("purpose", str, not_null_default="event")
+    db.execute("DROP INDEX IF EXISTS idx_deliveries_event_id_channel")
+    deliveries.create_index(["event_id", "channel", "purpose"], unique=True)
+    # Full-text search over what a notice said (SQLite FTS5, kept in step by triggers).
+    events.enable_fts(["subject", "reason_text"], create_triggers=True)
+    db.table("backfill_progress").create({
+        "account": str, "folder": str, "since": str, "last_uid": int, "scanned": int, "updated_at": str,
+    }, pk=("account", "folder", "since"))
+
+
+MIGRATIONS = (_migration_1, _migration_2, _migration_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
