@@ -13,28 +13,36 @@ Every field carries Evidence naming the rule and the text that set it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 
 from watcher import authenticity, extract
 from watcher.model import Classification, Evidence, ParsedMessage
-from watcher.rules import Platform, RuleSet, Signal
+from watcher.rules import Platform, RuleSet, Signal, digit_runs
 
 log = logging.getLogger(__name__)
 
 MAX_CLASSIFIED_CHARS = 200_000
 
 
-def _first_hits(signals: Iterable[Signal], text: str, lowered: str) -> dict[str, Evidence]:
-    """Return, per value, the evidence of the first signal for it that matches ``text``."""
-    hits: dict[str, Evidence] = {}
+def _first_hit(signals: Iterable[Signal], text: str, lowered: str) -> Evidence | None:
+    """Return the evidence of the first of ``signals`` that matches ``text``, or None."""
     for signal in signals:
-        if signal.value in hits:
-            continue
         found = signal.search(text, lowered)
         if found:
-            hits[signal.value] = Evidence("", signal.value, signal.rule, found.group(0))
-    return hits
+            return Evidence("", signal.value, signal.rule, found.group(0))
+    return None
+
+
+def _ranked_hit(signals: Sequence[Signal], order: Sequence[str], text: str, lowered: str) -> Evidence | None:
+    """Return the evidence for the first value in ``order`` that one of ``signals`` suggests (the
+    first such signal, in sequence order); values absent from ``order`` never count.
+
+    Signals are tried value by value, most decisive first, so the search stops at the first hit.
+    """
+    rank = {value: position for position, value in enumerate(order)}
+    ranked = sorted((s for s in signals if s.value in rank), key=lambda s: rank[s.value])
+    return _first_hit(ranked, text, lowered)
 
 
 def _named(evidence: Evidence, field: str) -> Evidence:
@@ -92,22 +100,24 @@ def classify(
     platform, platform_evidence = claim
     haystack = f"{message.subject}\n{text}"
     lowered = haystack.lower()
-    veto = _first_hits((*rules.not_notice, *platform.not_notice), haystack, lowered)
+    veto = _first_hit((*rules.not_notice, *platform.not_notice), haystack, lowered)
     if veto:
-        log.debug("not a notice: %s", next(iter(veto.values())).signal)
+        log.debug("not a notice: %s", veto.signal)
         return Classification(relevant=False, language=language)
-    kinds = _first_hits((*platform.kind_signals, *rules.kind_signals), haystack, lowered)
-    kind = next((k for k in rules.kind_order if k in kinds), None)
-    if kind is None:
+    kind_signals = (*platform.kind_signals, *rules.kind_signals)
+    kind_hit = _ranked_hit(kind_signals, rules.kind_order, haystack, lowered)
+    if kind_hit is None:
         return Classification(relevant=False, language=language)
-    evidence = [platform_evidence, _named(kinds[kind], "kind")]
+    kind = kind_hit.value
+    evidence = [platform_evidence, _named(kind_hit, "kind")]
 
     reason = "unknown"
     if kind not in rules.kinds_without_reason:
-        reasons = _first_hits((*platform.reason_signals, *rules.reason_signals), haystack, lowered)
-        reason = next((r for r in rules.reason_order if r in reasons), "unknown")
-        if reason in reasons:
-            evidence.append(_named(reasons[reason], "reason"))
+        reason_signals = (*platform.reason_signals, *rules.reason_signals)
+        reason_hit = _ranked_hit(reason_signals, rules.reason_order, haystack, lowered)
+        if reason_hit is not None:
+            reason = reason_hit.value
+            evidence.append(_named(reason_hit, "reason"))
 
     verdict = authenticity.judge(message, platform, text, rules, trusted_ids)
     evidence.extend(verdict.evidence)
@@ -116,12 +126,15 @@ def classify(
     if marketplace is None and authenticity.is_own(sender, platform):
         marketplace = extract.marketplace_of_sender(sender, platform)
     deadline = None
+    runs = digit_runs(lowered)
     if kind not in rules.kinds_without_deadline:
         order = extract.date_order_for(platform, marketplace.value if marketplace else None)
         forwarded = authenticity.is_internal_forward(message, rules)
-        deadline = extract.find_deadline(haystack, message.date, order, rules, relative_allowed=not forwarded)
-    ids = extract.find_ids(haystack, rules)
-    facts = _facts(kind, kinds, haystack, lowered, message, platform, verdict.authenticity, rules)
+        deadline = extract.find_deadline(
+            haystack, message.date, order, rules, relative_allowed=not forwarded, lowered=lowered, runs=runs
+        )
+    ids = extract.find_ids(haystack, rules, lowered=lowered, runs=runs)
+    facts = _facts(kind, kind_signals, haystack, lowered, message, platform, verdict.authenticity, rules)
     for found in (marketplace, deadline, *ids):
         if found is not None:
             evidence.append(found.evidence)
@@ -149,7 +162,7 @@ def _as_date(value: str) -> date:
 
 def _facts(
     kind: str,
-    kinds: dict[str, Evidence],
+    kind_signals: Sequence[Signal],
     text: str,
     lowered: str,
     message: ParsedMessage,
@@ -159,7 +172,11 @@ def _facts(
 ) -> tuple[tuple[str, str], ...]:
     """Return the secondary facts: funds held, hold duration, appeal channel (verified mail only)."""
     facts: list[tuple[str, str]] = []
-    if kind != "funds_held" and ("funds_held" in kinds or _first_hits(rules.funds_signals, text, lowered)):
+    order = rules.kind_order
+    # The ranked kind search already tried the funds_held signals when that kind ranks higher.
+    tried = "funds_held" in order and kind in order and order.index("funds_held") < order.index(kind)
+    held = () if tried else tuple(s for s in kind_signals if s.value == "funds_held")
+    if kind != "funds_held" and (_first_hit(held, text, lowered) or _first_hit(rules.funds_signals, text, lowered)):
         facts.append(("funds_held", "true"))
     hold = extract.find_hold_days(text, rules)
     if hold is not None:

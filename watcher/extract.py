@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from watcher.model import Evidence
-from watcher.rules import Platform, RuleSet
+from watcher.rules import Platform, RuleSet, digit_runs
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,10 @@ def detect_language(text: str, rules: RuleSet) -> str:
     for signal in rules.script_languages:
         if len(signal.pattern.findall(sample)) >= rules.script_minimum:
             return signal.value
-    words = _WORD.findall(sample.lower())
+    counts = Counter(_WORD.findall(sample.lower()))
     best, best_count = rules.default_language, 0
     for language in rules.word_languages:
-        count = sum(1 for word in words if word in language.words)
+        count = sum(counts[word] for word in language.words if word in counts)
         if count > best_count:
             best, best_count = language.language, count
     return best
@@ -113,15 +115,16 @@ def find_deadline(
     rules: RuleSet,
     *,
     relative_allowed: bool = True,
+    lowered: str | None = None,
+    runs: list[tuple[int, int]] | None = None,
 ) -> Found | None:
-    """Return the earliest date by which the seller must act, or None."""
+    """Return the earliest date by which the seller must act, or None. ``lowered`` and ``runs``
+    (``text.lower()`` and its ``digit_runs``) may be passed when the caller has them already."""
     sent_day = sent.astimezone(timezone.utc).date() if sent is not None else None
-    lowered = text.lower()
+    lowered = text.lower() if lowered is None else lowered
     candidates: list[tuple[date, Evidence]] = []
     if relative_allowed and sent_day is not None:
         for rule in rules.relative_deadlines:
-            if not rule.signal.may_match(lowered):
-                continue
             for found in rule.signal.finditer(lowered):
                 before = lowered[max(0, found.start() - _VETO_WINDOW) : found.start()]
                 if rules.deadline_veto.search(before):
@@ -132,10 +135,9 @@ def find_deadline(
                     continue
                 value = sent_day + timedelta(days=days)
                 candidates.append((value, Evidence("deadline", value.isoformat(), rule.signal.rule, found.group(0))))
+    runs = digit_runs(lowered) if runs is None else runs
     for signal in rules.explicit_dates:
-        if not signal.may_match(lowered):
-            continue
-        for found in signal.finditer(lowered):
+        for found in signal.finditer(lowered, runs):
             before = lowered[max(0, found.start() - _CUE_WINDOW) : found.start()]
             after = lowered[found.end() : found.end() + _CUE_WINDOW]
             if not (rules.deadline_cue_before.search(before) or rules.deadline_cue_after.search(after)):
@@ -150,15 +152,17 @@ def find_deadline(
     return Found(value.isoformat(), evidence)
 
 
-def find_ids(text: str, rules: RuleSet) -> tuple[Found, ...]:
-    """Return the identifiers in ``text`` (ASINs, complaint, case, ticket, violation, order ids)."""
+def find_ids(
+    text: str, rules: RuleSet, *, lowered: str | None = None, runs: list[tuple[int, int]] | None = None
+) -> tuple[Found, ...]:
+    """Return the identifiers in ``text`` (ASINs, complaint, case, ticket, violation, order ids);
+    ``lowered`` and ``runs`` as for find_deadline."""
     seen: dict[str, Found] = {}
-    lowered = text.lower()
+    lowered = text.lower() if lowered is None else lowered
     aligned = len(lowered) == len(text)  # lower() keeps positions for all but a few characters
+    runs = digit_runs(lowered) if runs is None else runs
     for signal in rules.id_rules:
-        if not signal.may_match(lowered):
-            continue
-        matches = signal.finditer(lowered) if aligned else signal.pattern.finditer(text)
+        matches = signal.finditer(lowered, runs) if aligned else signal.pattern.finditer(text)
         for found in matches:
             start, end = found.span("id")
             value = text[start:end]
@@ -195,9 +199,43 @@ def reason_text(text: str, rules: RuleSet) -> str | None:
             lines.append(stripped)
         if lines:
             return _trim(" ".join(lines))
-    for sentence in _SENTENCE_END.split(text):
-        if rules.reason_cues.search(sentence):
-            return _trim(sentence.strip())
+    sentence = _first_sentence_with_cue(text, rules)
+    return _trim(sentence.strip()) if sentence is not None else None
+
+
+def _sentence_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Yield the (start, end) of each sentence, as ``_SENTENCE_END.split`` cuts ``text``."""
+    start = 0
+    for separator in _SENTENCE_END.finditer(text):
+        yield start, separator.start()
+        start = separator.end()
+    yield start, len(text)
+
+
+def _earliest(lowered: str, literals: tuple[str, ...], position: int) -> int | None:
+    return min((at for at in (lowered.find(literal, position) for literal in literals) if at >= 0), default=None)
+
+
+def _first_sentence_with_cue(text: str, rules: RuleSet) -> str | None:
+    """Return the first sentence that ``reason_cues`` matches, or None.
+
+    Every match holds one of ``rules.reason_cue_literals``, so the pattern runs only on sentences
+    reaching past the next place where the lower-cased text has one (positions agree with ``text``
+    because lower() kept its length), rather than on every sentence.
+    """
+    lowered = text.lower()
+    literals = rules.reason_cue_literals
+    if not literals or len(lowered) != len(text):
+        return next((s for s in _SENTENCE_END.split(text) if rules.reason_cues.search(s)), None)
+    earliest = _earliest(lowered, literals, 0)
+    for start, end in _sentence_spans(text):
+        if earliest is None:
+            return None
+        if end <= earliest:  # no cue literal starts in this sentence
+            continue
+        if rules.reason_cues.search(text[start:end]):
+            return text[start:end]
+        earliest = _earliest(lowered, literals, end)
     return None
 
 
