@@ -77,7 +77,12 @@ def test_new_mail_is_pushed_within_seconds_without_polling(mailbox: Mailbox, htt
     (post,) = http_sink.wait_for(1, timeout=10)
     assert post.body["title"] == "[CRITICAL] Amazon: account deactivated — us-store"
     assert post.arrived - appended < 3.0  # Dovecot itself batches IDLE wake-ups by ~0.5 s
-    status = json.loads(run(config, "status", "--json").output)
+    deadline = time.monotonic() + 5
+    while True:  # the delivery is marked sent a moment after the POST arrives
+        status = json.loads(run(config, "status", "--json").output)
+        if status["channels"][0]["sent"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert status["folders"][0]["state"] == "idle"
     assert status["channels"] == [{"channel": "hook", "pending": 0, "sent": 1, "failed": 0}]
     assert watcher.stop() == 0

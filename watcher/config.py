@@ -72,6 +72,8 @@ class Config:
     trusted_authserv_ids: tuple[str, ...]
     accounts: tuple[AccountConfig, ...]
     channels: tuple[ChannelConfig, ...]
+    reminder_hours: tuple[int, ...] = (72, 24)
+    reannounce_hours: float = 24.0
     warnings: tuple[str, ...] = ()
 
 
@@ -188,13 +190,19 @@ class _Reader:
             return None
 
     def config(self, path: Path, document: dict[str, Any]) -> Config:
-        for unknown in sorted(set(document) - {"storage", "schedule", "delivery", "classify", "authenticity", "accounts", "channels"}):
+        for unknown in sorted(set(document) - {"storage", "schedule", "delivery", "reminders", "classify", "authenticity",
+                                               "accounts", "channels"}):
             self.problem(unknown, "unknown key")
         storage = self.table(document, "storage", {"database"})
         schedule = self.table(document, "schedule", {"poll_seconds"})
         delivery = self.table(document, "delivery", {"retry_hours"})
         classify = self.table(document, "classify", {"rule_files", "guidance_files", "guidance_language"})
         authenticity = self.table(document, "authenticity", {"trusted_authserv_ids"})
+        reminders = self.table(document, "reminders", {"deadline_hours", "reannounce_critical_hours"})
+        hours = reminders.get("deadline_hours", [72, 24])
+        if not isinstance(hours, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hours):
+            self.problem("reminders.deadline_hours", f"must be a list of positive whole hours, got {hours!r}")
+            hours = [72, 24]
         positive = _at_least(1)
         accounts = self.accounts(document.get("accounts", []))
         channels = self.channels(document.get("channels", []), {account.name for account in accounts})
@@ -214,6 +222,9 @@ class _Reader:
             trusted_authserv_ids=self.strings(authenticity, "authenticity", "trusted_authserv_ids"),
             accounts=accounts,
             channels=channels,
+            reminder_hours=tuple(sorted(set(hours), reverse=True)),
+            reannounce_hours=self.get(reminders, "reminders", "reannounce_critical_hours", float, 24.0,
+                                      check=_at_least(0)),
             warnings=tuple(self.warnings),
         )
 

@@ -24,7 +24,7 @@ from types import FrameType
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from watcher import systemd
+from watcher import lifecycle, systemd
 from watcher.config import AccountConfig
 from watcher.health import AccountHealth
 from watcher.idle import FolderWatch
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DELIVERY_INTERVAL_SECONDS = 5
 STATUS_INTERVAL_SECONDS = 30
+REMINDER_INTERVAL_SECONDS = 600
 STOP_GRACE_SECONDS = 8.0
 
 
@@ -72,6 +73,16 @@ class Daemon:
         else:
             health.succeeded()
         if summary.events:
+            self.deliver_now()
+
+    def remind(self) -> None:
+        """Add the reminders and re-announcements that are due (lifecycle.py), then send them."""
+        config = self.engine.config
+        with Store(config.database) as store:
+            added = lifecycle.schedule_reminders(store.db, config.channels, config.reminder_hours,
+                                                 config.reannounce_hours)
+        if added:
+            log.info("%d reminders due", added)
             self.deliver_now()
 
     def deliver(self, channel: str) -> None:
@@ -130,6 +141,8 @@ class Daemon:
                     watch = FolderWatch(self.engine, account, folder, self.locks[account.name][folder],
                                         self.health[account.name], self.stopping, self.deliver_now)
                     self.watches.append(watch)
+            self.scheduler.add_job(self.remind, "interval", id="remind", seconds=REMINDER_INTERVAL_SECONDS,
+                                   next_run_time=now)
             interval = systemd.watchdog_interval() or STATUS_INTERVAL_SECONDS
             self.scheduler.add_job(self.report, "interval", id="report", seconds=interval, next_run_time=now)
             self.scheduler.start()

@@ -128,6 +128,7 @@ class Event:
     detected_at: datetime
     classification: Classification
     status: str
+    linked_event_id: int | None = None  # the earlier event this follow-up notice belongs to
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,9 +97,10 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def render(event: Event, guidance: Guidance, language: str = "en", markup: str = "html",
-           today: date | None = None) -> Rendered:
+           today: date | None = None, purpose: str = "event", linked: Event | None = None) -> Rendered:
     """Return the notification for ``event`` in ``language`` (our words; email text stays as written,
-    escaped for ``markup``)."""
+    escaped for ``markup``). ``purpose`` marks a reminder or re-announcement (lifecycle.py); ``linked`` is
+    the earlier event a follow-up notice belongs to."""
     result = event.classification
     inert = functools.partial(escape, markup=markup)
     text = functools.partial(label, "text", language=language)
@@ -110,6 +111,10 @@ def render(event: Event, guidance: Guidance, language: str = "en", markup: str =
         title = f"[{text('phishing_title')}] {platform}: {what}? — {event.store}"
     else:
         title = f"[{(result.severity or 'info').upper()}] {platform}: {what} — {event.store}"
+    if purpose.startswith("reminder:"):
+        title = f"[{text('reminder').replace('{hours}', purpose.split(':')[1].rstrip('h'))}] {title}"
+    elif purpose.startswith("reannounce:"):
+        title = f"[{text('still_open')}] {title}"
 
     received = (event.received_at or event.detected_at).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     happened = f"{platform} {what}"
@@ -123,6 +128,13 @@ def render(event: Event, guidance: Guidance, language: str = "en", markup: str =
         f"**{text('sender')}:** {inert(event.sender)}",
         f"**{text('what')}:** {happened}",
     ]
+    if linked is not None:
+        follows = (text("follows").replace("{id}", str(linked.id))
+                   .replace("{what}", label("kind", linked.classification.kind, language))
+                   .replace("{date}", linked.detected_at.date().isoformat()))
+        if result.kind == "reinstated":
+            follows += " " + text("now_resolved")
+        lines.append(f"**{text('history')}:** {follows}")
     if result.reason_text:
         lines.append(f"**{text('why')}:** {inert(_shorten(result.reason_text, REASON_TEXT_LIMIT))}")
     lines.append(f"**{text('deadline')}:** {_deadline(result.deadline, today or datetime.now(UTC).date(), language)}")

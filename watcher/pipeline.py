@@ -228,8 +228,10 @@ def deliver_due(engine: Engine, store: Store, should_stop: Callable[[], bool] = 
             outcome, duration = DeliveryOutcome("error", "the channel is no longer in the configuration", permanent=True), 0
         else:
             event = store.event(pending.event_id)
+            linked = store.event(event.linked_event_id) if event.linked_event_id else None
             playbook, language = engine.guidance_for(event)
-            rendered = notify.render(event, playbook, language, notify.markup_for(target.url.reveal()))
+            rendered = notify.render(event, playbook, language, notify.markup_for(target.url.reveal()),
+                                     purpose=pending.purpose, linked=linked)
             outcome, duration = notify.send(target, rendered.title, rendered.body, rendered.notify_type)
         status = store.record_attempt(pending, outcome, duration, engine.config.delivery_retry_hours)
         log.info("event %d → %s: %s (%s) in %dms", pending.event_id, pending.channel, outcome.outcome, status, duration)

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
+from watcher import lifecycle
 from watcher.errors import NotFound, StoreError
 from watcher.model import Classification, DeliveryOutcome, Event
 
@@ -123,6 +124,7 @@ class PendingDelivery:
     channel: str
     attempts: int
     created_at: datetime
+    purpose: str = "event"  # or "reminder:24h", "reannounce:2026-11-28" (lifecycle.py)
 
 
 class Store:
@@ -208,6 +210,7 @@ class Store:
                 if result is not None and result.relevant:
                     event_id = self._insert_event(account, store, folder, uidvalidity, item, result, moment)
                     event_ids.append(event_id)
+                    lifecycle.link_follow_up(self.db, event_id, store, result.platform, result.kind, moment or "")
                     for channel in item.channels:
                         self.db.table("deliveries").insert({
                             "event_id": event_id, "channel": channel, "status": "pending", "attempts": 0,
@@ -249,10 +252,10 @@ class Store:
         """Return pending deliveries whose next attempt is due (only ``channel``'s, if given), oldest first."""
         only = "AND channel = ?" if channel else ""
         rows = self.db.execute(
-            "SELECT id, event_id, channel, attempts, created_at FROM deliveries "
+            "SELECT id, event_id, channel, attempts, created_at, purpose FROM deliveries "
             f"WHERE status = 'pending' AND next_attempt_at <= ? {only} ORDER BY id LIMIT ?",
             [iso(moment or now_utc()), *([channel] if channel else []), limit]).fetchall()
-        return [PendingDelivery(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
+        return [PendingDelivery(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4]), r[5]) for r in rows]
 
     def record_attempt(self, delivery: PendingDelivery, outcome: DeliveryOutcome, duration_ms: int,
                        retry_hours: float) -> str:
@@ -375,5 +378,5 @@ def _event_from_row(row: dict[str, Any]) -> Event:
         sender=row["sender"] or "",
         received_at=datetime.fromisoformat(row["received_at"]) if row["received_at"] else None,
         detected_at=datetime.fromisoformat(row["detected_at"]), classification=classification,
-        status=row["status"],
+        status=row["status"], linked_event_id=row.get("linked_event_id"),
     )
