@@ -8,7 +8,10 @@ import logging
 import click
 from tabulate import tabulate
 
+from watcher import lifecycle
 from watcher.cli.base import cli, config_of, engine_of
+from watcher.cli.events import chosen_format
+from watcher.cli.output import FORMATS, emit
 
 
 @cli.command()
@@ -35,6 +38,8 @@ def check(ctx: click.Context) -> None:
                      sum(f.fetched for f in summary.folders), len(summary.events), f"{summary.seconds:.2f}s",
                      "; ".join(errors)])
     with Store(engine.config.database) as store:
+        lifecycle.schedule_reminders(store.db, engine.config.channels, engine.config.reminder_hours,
+                                     engine.config.reannounce_hours)
         delivered = deliver_due(engine, store)
     click.echo(tabulate(rows, headers=["account", "status", "new", "fetched", "events", "time", "error"]))
     click.echo(f"deliveries: {delivered.sent} sent, {delivered.retrying} to retry, {delivered.failed} failed")
@@ -58,10 +63,17 @@ def run(ctx: click.Context) -> None:
     Daemon(engine).run()
 
 
+STATUS_COLUMNS = ("section", "account", "folder", "state", "since", "last_check_at", "last_error", "last_error_at",
+                  "channel", "pending", "sent", "failed")
+
+
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: folders and channels.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format: table, json (one object: folders and channels), jsonl or csv (one row per "
+                   "folder and channel, told apart by `section`). Default: table.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: folders and channels (= --format json).")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, fmt: str | None, as_json: bool) -> None:
     """Show each account and folder's connection state, last check and last error, and each channel's
     pending and failed deliveries (as the running watcher last recorded them).
 
@@ -85,8 +97,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
     channels = [{"channel": channel.name, "pending": (deliveries.get(channel.name) or {}).get("pending") or 0,
                  "sent": (deliveries.get(channel.name) or {}).get("sent") or 0,
                  "failed": (deliveries.get(channel.name) or {}).get("failed") or 0} for channel in config.channels]
-    if as_json:
+    fmt = chosen_format(fmt, as_json, "json")
+    if fmt == "json":
         click.echo(json.dumps({"folders": folders, "channels": channels}, indent=2))
+        return
+    if fmt != "table":
+        emit([*({"section": "folder", **f} for f in folders), *({"section": "channel", **c} for c in channels)],
+             fmt, STATUS_COLUMNS)
         return
     click.echo(tabulate([[f["account"], f["folder"], f["state"], f["since"] or "", f["last_check_at"] or "",
                           f["last_error"] or ""] for f in folders],
