@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watcher import literals
 from watcher.errors import RulesError
+from watcher.literals import may_match
 from watcher.model import KINDS, SEVERITIES
 
 log = logging.getLogger(__name__)
@@ -123,14 +125,7 @@ class Signal:
         """Return the first match, found in ``lowered`` (``text.lower()``), or None."""
         best: re.Match[str] | None = None
         for branch in self.branches:
-            # may_match inlined: this loop runs a few hundred times a message
-            for group in branch.triggers:
-                for literal in group:
-                    if literal in lowered:
-                        break
-                else:
-                    break  # no literal of this group: the branch cannot match
-            else:
+            if may_match(branch.triggers, lowered):
                 found = branch.search(lowered)
                 if found is not None and (best is None or found.start() < best.start()):
                     best = found
@@ -403,6 +398,7 @@ def _top_level_alternatives(source: str) -> list[str]:
 
 def _branch(source: str, flags: int) -> Branch:
     triggers = required_literals(re.compile(source, flags))
+    literals.INDEX.add(literal for group in triggers for literal in group)
     lowered = _lower_source(source)
     word_start = lowered.startswith("\\b")
     try:
@@ -499,15 +495,6 @@ def branches(pattern: re.Pattern[str]) -> tuple[Branch, ...]:
     return tuple(_branch(piece, flags) for piece in pieces)
 
 
-def may_match(triggers: tuple[tuple[str, ...], ...], lowered: str) -> bool:
-    """Return True when ``lowered`` holds a literal of every trigger group."""
-    for group in triggers:
-        for literal in group:
-            if literal in lowered:
-                break
-        else:
-            return False
-    return True
 
 
 def _necessary_sets(items: Any) -> list[frozenset[str]]:

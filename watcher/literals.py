@@ -1,0 +1,73 @@
+"""Which of the rules' trigger literals occur in a text, found in one pass.
+
+Every signal is prefiltered by literals its matches must contain (rules.required_literals). Testing
+them one by one costs hundreds of substring searches per message; an Aho-Corasick automaton
+(pyahocorasick) finds all of them in one pass over the text, after which each test is a set lookup.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import ahocorasick
+
+SHORT_TEXT = 256  # below this, plain substring tests are cheaper than a pass of the automaton
+_CACHE_SIZE = 16
+
+
+class LiteralIndex:
+    """All trigger literals of the loaded rules, and the ones present in recently seen texts."""
+
+    def __init__(self) -> None:
+        self._words: set[str] = set()
+        self._automaton: ahocorasick.Automaton | None = None
+        self._cache: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, words: Iterable[str]) -> None:
+        """Register literals (rules call this as they compile)."""
+        with self._lock:
+            new = {word for word in words if word} - self._words
+            if new:
+                self._words |= new
+                self._automaton = None
+                self._cache = {}
+
+    def present(self, lowered: str) -> frozenset[str]:
+        """Return the registered literals that occur in ``lowered``. A text's answer is remembered
+        (keyed by the text itself, whose hash Python keeps), since one message asks many times."""
+        found = self._cache.get(lowered)
+        if found is not None:
+            return found
+        automaton = self._automaton or self._build()
+        found = frozenset(word for _, word in automaton.iter(lowered)) if lowered else frozenset()
+        cache = self._cache
+        if len(cache) >= _CACHE_SIZE:
+            cache = self._cache = {}
+        cache[lowered] = found
+        return found
+
+    def _build(self) -> ahocorasick.Automaton:
+        with self._lock:
+            if self._automaton is None:
+                automaton = ahocorasick.Automaton()
+                for word in self._words:
+                    automaton.add_word(word, word)
+                if self._words:
+                    automaton.make_automaton()
+                self._automaton = automaton
+            return self._automaton
+
+
+INDEX = LiteralIndex()
+
+
+def may_match(triggers: tuple[tuple[str, ...], ...], lowered: str) -> bool:
+    """Return True when ``lowered`` holds a literal of every trigger group."""
+    if not triggers:
+        return True
+    if len(lowered) < SHORT_TEXT:
+        return all(any(literal in lowered for literal in group) for group in triggers)
+    present = INDEX.present(lowered)
+    return all(any(literal in present for literal in group) for group in triggers)
