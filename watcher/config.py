@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from watcher.errors import ConfigError, SecretError
 from watcher.model import KINDS, SEVERITIES
@@ -22,6 +25,25 @@ SEARCH_PATH = (
 )
 SECURITY_MODES = ("ssl", "starttls", "none")
 DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
+AUTH_MODES = ("password", "oauth2")
+OAUTH_FLOWS = ("device", "browser")
+OAUTH_PROVIDERS_FILE = Path(__file__).with_name("oauth_providers.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthConfig:
+    """How an ``auth = "oauth2"`` account gets and refreshes its access token (provider defaults applied)."""
+
+    provider: str
+    flow: str  # "device" or "browser": how `watcher auth` obtains the first token
+    client_id: str
+    client_secret: Secret | None  # public clients (Microsoft device flow) have none
+    token_endpoint: str
+    device_endpoint: str | None
+    authorize_endpoint: str | None
+    scope: str
+    token_file: Path
+    authorize_parameters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +60,7 @@ class AccountConfig:
     max_message_bytes: int
     timeout_seconds: float
     store: str
+    oauth: OAuthConfig | None = None  # None: log in with the password
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +227,8 @@ class _Reader:
             self.problem("reminders.deadline_hours", f"must be a list of positive whole hours, got {hours!r}")
             hours = [72, 24]
         positive = _at_least(1)
-        accounts = self.accounts(document.get("accounts", []))
+        database = self.path(self.get(storage, "storage", "database", str, "events.db"))
+        accounts = self.accounts(document.get("accounts", []), database.parent)
         channels = self.channels(document.get("channels", []), {account.name for account in accounts})
         if "accounts" not in document:
             self.problem("accounts", "at least one [[accounts]] entry is required")
@@ -213,7 +237,7 @@ class _Reader:
             self.warnings.append(f"{path} holds a password and other users can read it (chmod 600 it)")
         return Config(
             path=path,
-            database=self.path(self.get(storage, "storage", "database", str, "events.db")),
+            database=database,
             poll_seconds=self.get(schedule, "schedule", "poll_seconds", int, 120, check=positive),
             delivery_retry_hours=self.get(delivery, "delivery", "retry_hours", float, 24.0, check=_at_least(0)),
             rule_files=tuple(self.path(p) for p in self.strings(classify, "classify", "rule_files")),
@@ -248,10 +272,10 @@ class _Reader:
             names.add(name)
             yield prefix, name, entry
 
-    def accounts(self, entries: Any) -> tuple[AccountConfig, ...]:
+    def accounts(self, entries: Any, state_dir: Path) -> tuple[AccountConfig, ...]:
         allowed = {"name", "store", "host", "port", "security", "username", "password", "password_file",
                    "password_env", "password_credential", "folders", "lookback_days", "ca_file",
-                   "max_message_bytes", "timeout_seconds"}
+                   "max_message_bytes", "timeout_seconds", "auth", *OAUTH_KEYS}
         result: list[AccountConfig] = []
         for prefix, name, entry in self.named_tables(entries, "accounts", allowed):
             security = self.get(entry, prefix, "security", str, "ssl",
@@ -262,7 +286,16 @@ class _Reader:
             ca_file = self.get(entry, prefix, "ca_file", str)
             if ca_file is not None and not self.path(ca_file).is_file():
                 self.problem(f"{prefix}.ca_file", f"file not found: {self.path(ca_file)}")
-            password = self.secret(entry, prefix, "password")
+            auth = self.get(entry, prefix, "auth", str, "password",
+                            check=lambda v: None if v in AUTH_MODES else f"must be one of {', '.join(AUTH_MODES)}, got {v!r}")
+            oauth = self.oauth(entry, prefix, name, state_dir) if auth == "oauth2" else None
+            if auth != "oauth2":
+                for key in sorted(OAUTH_KEYS & set(entry)):
+                    self.problem(f"{prefix}.{key}", 'only used with auth = "oauth2"')
+            password = self.secret(entry, prefix, "password") if auth != "oauth2" else None
+            if auth == "oauth2":
+                for key in sorted(PASSWORD_KEYS & set(entry)):
+                    self.problem(f"{prefix}.{key}", 'not used with auth = "oauth2" (the token replaces the password)')
             result.append(AccountConfig(
                 name=name,
                 store=self.get(entry, prefix, "store", str, name, check=_nonempty),
@@ -276,8 +309,60 @@ class _Reader:
                 ca_file=self.path(ca_file) if ca_file else None,
                 max_message_bytes=self.get(entry, prefix, "max_message_bytes", int, 5_000_000, check=_at_least(1024)),
                 timeout_seconds=self.get(entry, prefix, "timeout_seconds", float, 30.0, check=_at_least(1)),
+                oauth=oauth,
             ))
         return tuple(result)
+
+    def oauth(self, entry: dict[str, Any], prefix: str, name: str, state_dir: Path) -> OAuthConfig | None:
+        """Read the oauth_* keys of an ``auth = "oauth2"`` account, filling in its provider's defaults."""
+        providers = oauth_providers()
+        provider = self.get(entry, prefix, "oauth_provider", str, None, required=True,
+                            check=lambda v: None if v in providers else f"must be one of {', '.join(providers)}, got {v!r}")
+        if provider is None:
+            return None
+        defaults = providers[provider]
+        tenant = self.get(entry, prefix, "oauth_tenant", str, defaults.get("default_tenant", ""), check=_nonempty)
+        if "oauth_tenant" in entry and "default_tenant" not in defaults:
+            self.problem(f"{prefix}.oauth_tenant", f"not used by oauth_provider {provider!r}")
+
+        def endpoint(key: str, default_key: str, *, required: bool) -> str | None:
+            value: str | None = self.get(entry, prefix, key, str, None, check=_endpoint_problem)
+            if value is None and key not in entry:
+                default = defaults.get(default_key)
+                value = default.replace("{tenant}", tenant) if isinstance(default, str) else None
+                if value is None and required:
+                    self.problem(f"{prefix}.{key}", f"required for oauth_provider {provider!r}")
+            return value
+
+        flow = self.get(entry, prefix, "oauth_flow", str, defaults.get("flow", "device"),
+                        check=lambda v: None if v in OAUTH_FLOWS else f"must be one of {', '.join(OAUTH_FLOWS)}, got {v!r}")
+        token_endpoint = endpoint("oauth_token_endpoint", "token_endpoint", required=True)
+        device_endpoint = endpoint("oauth_device_endpoint", "device_endpoint", required=flow == "device")
+        authorize_endpoint = endpoint("oauth_authorize_endpoint", "authorize_endpoint", required=flow == "browser")
+        scope = self.get(entry, prefix, "oauth_scope", str, defaults.get("scope"), check=_nonempty)
+        if scope is None:
+            self.problem(f"{prefix}.oauth_scope", f"required for oauth_provider {provider!r}")
+        client_id = self.get(entry, prefix, "oauth_client_id", str, "", required=True, check=_nonempty)
+        client_secret = None
+        if SECRET_KEYS & set(entry):
+            client_secret = self.secret(entry, prefix, "oauth_client_secret")
+        elif defaults.get("client_secret_required", False):
+            self.problem(f"{prefix}.oauth_client_secret",
+                         f"required for oauth_provider {provider!r}: give one of {', '.join(sorted(SECRET_KEYS))}")
+        token_file = self.get(entry, prefix, "oauth_token_file", str, None, check=_nonempty)
+        parameters = defaults.get("authorize_parameters", {})
+        return OAuthConfig(
+            provider=provider,
+            flow=flow,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_endpoint=token_endpoint or "",
+            device_endpoint=device_endpoint,
+            authorize_endpoint=authorize_endpoint,
+            scope=scope or "",
+            token_file=self.path(token_file) if token_file else state_dir / "tokens" / f"{_file_name(name)}.json",
+            authorize_parameters=tuple(sorted((str(k), str(v)) for k, v in parameters.items())),
+        )
 
     def channels(self, entries: Any, account_names: set[str]) -> tuple[ChannelConfig, ...]:
         allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "min_severity"}
@@ -298,6 +383,35 @@ class _Reader:
                                       check=lambda v: None if v in SEVERITIES else f"must be one of {', '.join(SEVERITIES)}, got {v!r}"),
             ))
         return tuple(result)
+
+
+PASSWORD_KEYS = frozenset({"password", "password_file", "password_env", "password_credential"})
+SECRET_KEYS = frozenset({"oauth_client_secret", "oauth_client_secret_file", "oauth_client_secret_env",
+                         "oauth_client_secret_credential"})
+OAUTH_KEYS = frozenset({"oauth_provider", "oauth_flow", "oauth_client_id", "oauth_tenant", "oauth_token_endpoint",
+                        "oauth_device_endpoint", "oauth_authorize_endpoint", "oauth_scope", "oauth_token_file"}) | SECRET_KEYS
+
+
+@functools.cache
+def oauth_providers() -> dict[str, dict[str, Any]]:
+    """Return the provider defaults from oauth_providers.toml, by provider name."""
+    with OAUTH_PROVIDERS_FILE.open("rb") as file:
+        return tomllib.load(file)
+
+
+def _endpoint_problem(value: str) -> str | None:
+    """Tokens travel to these URLs: https, or http only to a loopback host."""
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return None
+    return f"must be an https:// URL (http:// only for a loopback host), got {value!r}"
+
+
+def _file_name(name: str) -> str:
+    """Return ``name`` made safe as one file name (an account name may hold any character)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "account"
 
 
 def _type_name(kind: type) -> str:

@@ -26,6 +26,10 @@ class AuthenticationFailed(FetchError):
     """The server refused the account's credentials: retrying soon will not help."""
 
 
+class OAuthError(FetchError):
+    """An OAuth2 token could not be obtained or refreshed: the token endpoint failed or refused the request."""
+
+
 class RulesError(WatcherError):
     """A rules or guidance data file is invalid; the message names the file and key."""
 

@@ -21,7 +21,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_types import BodyData
 
-from watcher import __version__
+from watcher import __version__, oauth
 from watcher.config import AccountConfig
 from watcher.errors import AuthenticationFailed, FetchError
 
@@ -100,10 +100,13 @@ class Mailbox:
                 step = "ID"
                 client.id_({"name": "watcher", "version": __version__})
             step = "login"
-            client.login(account.username, account.password.reveal())
+            self._login(client, capabilities)
         except LoginError as error:
             self.close()
             raise AuthenticationFailed(f"{account.name}: login refused for {account.username}: {_server_text(error)}") from None
+        except FetchError:  # no usable OAuth2 token
+            self.close()
+            raise
         except ssl.SSLCertVerificationError as error:
             self.close()
             raise FetchError(f"{account.name}: TLS certificate of {account.host} not trusted ({error.verify_message}); "
@@ -112,6 +115,27 @@ class Mailbox:
             self.close()
             raise FetchError(f"{account.name}: {step} to {account.host}:{account.port} failed: {_describe(error)}") from None
         log.info("%s: logged in to %s:%s in %.2fs", account.name, account.host, account.port, time.monotonic() - started)
+
+    def _login(self, client: imapclient.IMAPClient, capabilities: Sequence[bytes]) -> None:
+        """Log in with the password, or with the OAuth2 access token (XOAUTH2, or OAUTHBEARER when the server
+        offers only that). A refused token is refreshed once and tried again: it may have been revoked or
+        expired early. Raise LoginError when the server refuses."""
+        account = self.account
+        if account.oauth is None:
+            client.login(account.username, account.password.reveal())
+            return
+        def authenticate(token: str) -> None:
+            if b"AUTH=XOAUTH2" not in capabilities and b"AUTH=OAUTHBEARER" in capabilities:
+                client.oauthbearer_login(account.username, token)
+            else:
+                client.oauth2_login(account.username, token)
+
+        try:
+            authenticate(oauth.access_token(account).reveal())
+        except LoginError as error:
+            log.info("%s: the server refused the access token (%s); refreshing it and trying once more",
+                     account.name, _server_text(error))
+            authenticate(oauth.access_token(account, force_refresh=True).reveal())
 
     def supports_idle(self) -> bool:
         """Return True when the server offers IMAP IDLE (RFC 2177)."""

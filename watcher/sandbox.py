@@ -228,11 +228,14 @@ class LocalDovecot(_Server):
 
     ``start()`` raises SandboxError when Dovecot is missing or does not come up (with its log).
     With ``tls=True`` it also serves IMAPS on ``tls_port`` with a self-signed certificate at
-    ``cert_file`` (valid for 127.0.0.1 and localhost).
+    ``cert_file`` (valid for 127.0.0.1 and localhost). With ``oauth2_introspection_url`` it also accepts
+    XOAUTH2 and OAUTHBEARER logins, asking that URL (RFC 7662 introspection, a POST) whether a token is
+    active and whose it is (``username``); PLAIN/LOGIN with the users' passwords keep working.
     """
 
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, oauth2_introspection_url: str | None = None) -> None:
         self.tls = tls
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.host = HOST
         self.port = 0
         self.tls_port = 0
@@ -270,6 +273,15 @@ class LocalDovecot(_Server):
         if self.tls:
             self.tls_port = free_port()
             self.cert_file = self._make_certificate(root)
+        if self.oauth2_introspection_url:
+            (root / "dovecot-oauth2.conf.ext").write_text(
+                "introspection_mode = post\n"
+                f"introspection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+                "force_introspection = yes\n"
+            )
         self._config.write_text(self._render_config(root, account))
         self._launch()
 
@@ -394,6 +406,14 @@ class LocalDovecot(_Server):
                 f"default_login_user = {account.pw_name}\n"
                 f"default_internal_group = {grp.getgrgid(account.pw_gid).gr_name}\n"
             )
+        mechanisms, oauth2_passdb, password_mechanisms = "plain login", "", ""
+        if self.oauth2_introspection_url:
+            # Tokens go to the oauth2 passdb only, passwords to the passwd-file only.
+            mechanisms += " xoauth2 oauthbearer"
+            oauth2_passdb = (f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                             f"  args = {root / 'dovecot-oauth2.conf.ext'}\n}}\n")
+            password_mechanisms = "  mechanisms = plain login\n"
+
         return f"""\
 base_dir = {root / 'run'}
 state_dir = {root / 'state'}
@@ -403,16 +423,16 @@ protocols = imap
 listen = {HOST}
 {ssl}
 {internal_users}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 first_valid_uid = {min(account.pw_uid, 100)}
 mail_location = maildir:{root / 'mail'}/%u
 # A test server: losing mail on power failure does not matter, speed does.
 mail_fsync = never
 # Log the IMAP ID a client sends, so tests can see that the watcher identifies itself.
 imap_id_log = name version
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self._passwd_dir}/%u
+{password_mechanisms}  args = scheme=PLAIN username_format=%u {self._passwd_dir}/%u
 }}
 userdb {{
   driver = static
