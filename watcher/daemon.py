@@ -108,7 +108,9 @@ class Daemon:
 
     def report(self) -> None:
         """Tell systemd the status line, and that we are alive when every watch is."""
-        dead = [watch.name for watch in self.watches if watch.supported and not watch.is_alive()]
+        # A watch not started yet is not dead: this job's first run comes before the watches start.
+        dead = [watch.name for watch in self.watches
+                if watch.supported and watch.ident is not None and not watch.is_alive()]
         with Store(self.engine.config.database) as store:
             states = [row["state"] for row in store.folder_states()]
             pending = sum(row["pending"] or 0 for row in store.delivery_counts())

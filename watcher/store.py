@@ -7,9 +7,10 @@ A message's event, its pending deliveries and the cursor advance commit in one t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -127,6 +128,30 @@ class PendingDelivery:
     purpose: str = "event"  # or "reminder:24h", "reannounce:2026-11-28" (lifecycle.py)
 
 
+class _Database(sqlite_utils.Database):
+    """sqlite-utils' Database whose atomic() takes SQLite's write lock first (BEGIN IMMEDIATE).
+
+    sqlite-utils begins a deferred transaction. One that reads before it writes fails at once with "database
+    is locked" when another connection committed in between (busy_timeout cannot help: waiting would not
+    make its snapshot current) — under `watcher run` that left sent notifications unrecorded, to be sent
+    again. IMMEDIATE waits for the lock, up to busy_timeout, before the transaction reads anything.
+    """
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[sqlite_utils.Database]:
+        if self.conn.in_transaction:  # nested: sqlite-utils' savepoint
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+
 class Store:
     """A connection to the event database. One per thread."""
 
@@ -134,7 +159,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(str(path), timeout=30)
-            self.db = sqlite_utils.Database(connection)
+            self.db = _Database(connection)
             self.db.execute("PRAGMA busy_timeout = 30000")
             if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.db.enable_wal()
