@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 
 from watcher.config import AccountConfig
-from watcher.errors import FetchError
-from watcher.health import AccountHealth
+from watcher.errors import AuthenticationFailed, FetchError
+from watcher.health import AccountHealth, Backoff
 from watcher.imap import NETWORK_ERRORS, Mailbox
 from watcher.pipeline import Engine, FolderSummary, check_folder
 from watcher.store import Store
@@ -45,11 +45,15 @@ class FolderWatch(threading.Thread):
         self.renew_seconds = min(renew_seconds, MAX_IDLE_RENEW_SECONDS)
         self.supported = True  # False once the server turns out not to offer IDLE
         self.heartbeat = time.monotonic()  # last sign of life, for the watchdog
+        # This folder's own trouble (it vanished, its connection dropped) backs off this watch only;
+        # a refused login is the account's (health), and pauses its periodic check too.
+        self.backoff = Backoff()
+        self.retry_at = 0.0
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            wait = self.health.seconds_until_retry()
-            if wait and self.stopping.wait(wait):
+            wait = max(self.health.seconds_until_retry(), self.retry_at - time.monotonic())
+            if wait > 0 and self.stopping.wait(wait):
                 return
             try:
                 with Mailbox(self.account) as mailbox:
@@ -61,17 +65,25 @@ class FolderWatch(threading.Thread):
                     _enable_keepalive(mailbox)
                     self._check(mailbox)
                     self.health.succeeded()
+                    self.backoff.reset()
                     self._set_state("idle")
                     log.info("%s/%s: IDLE", self.account.name, self.folder)
                     self._idle(mailbox)
-            except FetchError as error:
+            except AuthenticationFailed as error:
                 delay = self.health.failed(error)
                 self._set_state(self.health.state, str(error))
                 log.warning("%s; reconnecting in %.1fs", error, delay)
+            except FetchError as error:
+                self._back_off(str(error))
             except Exception as error:  # a bug must not end the watch silently: log it and back off
                 log.exception("%s/%s: unexpected error", self.account.name, self.folder)
-                delay = self.health.failed(FetchError(f"{self.account.name}: {error.__class__.__name__}: {error}"))
-                self._set_state(self.health.state, f"{error.__class__.__name__}: {error}")
+                self._back_off(f"{self.account.name}/{self.folder}: {error.__class__.__name__}: {error}")
+
+    def _back_off(self, error: str) -> None:
+        delay = self.backoff.next_delay()
+        self.retry_at = time.monotonic() + delay
+        self._set_state("backing_off", error)
+        log.warning("%s; reconnecting in %.1fs", error, delay)
 
     def _check(self, mailbox: Mailbox) -> None:
         with self.lock:
