@@ -166,3 +166,29 @@ def test_systemd_hears_ready_status_and_watchdog(mailbox: Mailbox, tmp_path: Pat
         status = next(m for m in messages if "1 idle" in m)
         assert "STATUS=1 folders: 1 idle; 0 deliveries pending" in status
         assert process.returncode == 0
+
+
+def test_sighup_reloads_the_config_keeping_unchanged_connections(dovecot: LocalDovecot, http_sink: HttpSink,
+                                                                 tmp_path: Path, start_watcher) -> None:  # type: ignore[no-untyped-def]
+    first, second = dovecot.add_user(), dovecot.add_user()
+    config = write_config(tmp_path, {"us-store": first}, {"hook": http_sink.url()}, extra=SLOW_POLL)
+    watcher = start_watcher(config)
+    watcher.wait_for_log("us-store/INBOX: IDLE")
+    with HttpSink() as second_sink:
+        write_config(tmp_path, {"us-store": first, "eu-store": second},
+                     {"hook": http_sink.url(), "eu-hook": second_sink.url()}, extra=SLOW_POLL)
+        watcher.process.send_signal(signal.SIGHUP)
+        watcher.wait_for_log("1 accounts kept, 1 started, 0 stopped; 2 channels")
+        watcher.wait_for_log("eu-store/INBOX: IDLE")
+        second.append(sample_messages(datetime.now(UTC))[0])
+        assert len(second_sink.wait_for(1, timeout=10)) == 1
+        first.append(sample_messages(datetime.now(UTC))[0].replace(b"demo-0001", b"demo-0101"))
+        assert len(second_sink.wait_for(2, timeout=10)) == 2  # the new channel gets the old account's events too
+        assert watcher.text().count("us-store/INBOX: IDLE") == 1  # its connection was kept
+        config.write_text("[[accounts]]\nname = 3\n")
+        watcher.process.send_signal(signal.SIGHUP)
+        watcher.wait_for_log("reload refused, keeping the running configuration")
+        assert "accounts[0].name: must be a string, got 3" in watcher.text()
+        second.append(sample_messages(datetime.now(UTC))[0].replace(b"demo-0001", b"demo-0102"))
+        assert len(second_sink.wait_for(3, timeout=10)) == 3
+    assert watcher.stop() == 0

@@ -8,6 +8,8 @@
 - A per-folder lock keeps a folder's IDLE check and the periodic check from reading it at the same time.
 - systemd (Type=notify) hears READY=1 once running, STATUS= with a one-line summary, and WATCHDOG=1 only
   while every watch thread is alive and the scheduler runs, so a hung watcher is restarted.
+SIGHUP (`systemctl reload watcher`) re-reads the configuration: accounts that did not change keep their
+connections; changed, added and removed ones are restarted, started and stopped; a bad file is refused.
 Signals only set an event; everything is recorded before it is sent, so stopping at any instant loses nothing.
 """
 
@@ -18,14 +20,16 @@ import os
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher import lifecycle, systemd
-from watcher.config import AccountConfig
+from watcher.config import AccountConfig, Config, load_config
+from watcher.errors import WatcherError
 from watcher.health import AccountHealth
 from watcher.idle import FolderWatch
 from watcher.pipeline import Engine, FolderSummary, check_account, deliver_due
@@ -39,31 +43,47 @@ REMINDER_INTERVAL_SECONDS = 600
 STOP_GRACE_SECONDS = 8.0
 
 
+@dataclass
+class AccountWatch:
+    """What runs for one account: its health, folder locks, IDLE threads and their stop signal."""
+
+    account: AccountConfig
+    health: AccountHealth
+    locks: dict[str, threading.Lock]
+    stop: threading.Event = field(default_factory=threading.Event)
+    watches: list[FolderWatch] = field(default_factory=list)
+
+
 class Daemon:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         config = engine.config
         self.stopping = threading.Event()
-        self.locks = {account.name: {folder: threading.Lock() for folder in account.folders}
-                      for account in config.accounts}
-        self.health = {account.name: AccountHealth(account.name, config.database, self.alert)
-                       for account in config.accounts}
-        self.watches: list[FolderWatch] = []
-        workers = len(config.accounts) + len(config.channels) + 2
+        self.wakeup = threading.Event()  # set by a signal: stop or reload
+        self.reload_requested = threading.Event()
+        self.accounts: dict[str, AccountWatch] = {}
+        workers = len(config.accounts) + len(config.channels) + 4
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=workers)},
+            executors={"default": ThreadPoolExecutor(max_workers=max(workers, 10))},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
+
+    @property
+    def watches(self) -> list[FolderWatch]:
+        return [watch for running in self.accounts.values() for watch in running.watches]
 
     # --- jobs -------------------------------------------------------------------------------------
 
     def check(self, account: AccountConfig) -> None:
         """The periodic check of one account (polling, and the safety net under IDLE)."""
-        health = self.health[account.name]
+        running = self.accounts.get(account.name)
+        if running is None or running.stop.is_set():
+            return
+        health = running.health
         if not health.may_try():
             return
-        summary = check_account(self.engine, account, self.stopping.is_set, self.locks[account.name])
+        summary = check_account(self.engine, account, running.stop.is_set, running.locks)
         if summary.failure is not None:
             delay = health.failed(summary.failure)
             log.warning("%s: next try in %.1fs", account.name, delay)
@@ -126,49 +146,102 @@ class Daemon:
     # --- life cycle -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Block until a stop signal; return after stopping cleanly (within ~10 s)."""
+        """Block until a stop signal; return after stopping cleanly (within ~10 s). SIGHUP reloads."""
         config = self.engine.config
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         try:
             Store(config.database).close()  # create or migrate the database before any thread opens it
             now = datetime.now(UTC)
-            for channel in config.channels:
-                self.scheduler.add_job(self.deliver, "interval", args=[channel.name], id=f"deliver:{channel.name}",
-                                       seconds=DELIVERY_INTERVAL_SECONDS, next_run_time=now)
-            for account in config.accounts:
-                self.scheduler.add_job(self.check, "interval", args=[account], id=f"check:{account.name}",
-                                       seconds=config.poll_seconds,
-                                       next_run_time=datetime.fromtimestamp(time.time() + config.poll_seconds, UTC))
-                for folder in account.folders:
-                    watch = FolderWatch(self.engine, account, folder, self.locks[account.name][folder],
-                                        self.health[account.name], self.stopping, self.deliver_now)
-                    self.watches.append(watch)
             self.scheduler.add_job(self.remind, "interval", id="remind", seconds=REMINDER_INTERVAL_SECONDS,
                                    next_run_time=now)
             interval = systemd.watchdog_interval() or STATUS_INTERVAL_SECONDS
             self.scheduler.add_job(self.report, "interval", id="report", seconds=interval, next_run_time=now)
             self.scheduler.start()
-            for watch in self.watches:
-                watch.start()
-            # Servers without IDLE get their first check now rather than after poll_seconds.
-            time.sleep(0.2)
-            for account in config.accounts:
-                self.scheduler.modify_job(f"check:{account.name}", next_run_time=datetime.now(UTC))
+            self._apply(config)
             systemd.notify("READY=1", f"STATUS=watching {len(config.accounts)} accounts")
             log.info("watching %d accounts every %ds; %d channels", len(config.accounts), config.poll_seconds,
                      len(config.channels))
-            self.stopping.wait()
+            while not self.stopping.is_set():
+                self.wakeup.wait()
+                self.wakeup.clear()
+                if self.reload_requested.is_set() and not self.stopping.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
             log.info("stopping")
             systemd.notify("STOPPING=1")
+            for running in self.accounts.values():
+                running.stop.set()
             self.scheduler.shutdown(wait=False)
             self._wait_for_jobs(STOP_GRACE_SECONDS)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def reload(self) -> None:
+        """Re-read the configuration file; apply it without touching what did not change. A bad file is
+        refused with its problems logged, and the running configuration stays."""
+        systemd.notify("RELOADING=1")
+        try:
+            engine = Engine(load_config(self.engine.config.path))
+        except WatcherError as error:
+            log.error("reload refused, keeping the running configuration: %s", error)
+            systemd.notify("READY=1")
+            return
+        old = self.engine.config
+        self.engine = engine
+        for running in self.accounts.values():
+            for watch in running.watches:
+                watch.engine = engine  # new rules, channels and guidance for unchanged accounts too
+        self._apply(engine.config, old)
+        systemd.notify("READY=1", f"STATUS=reloaded; watching {len(engine.config.accounts)} accounts")
+
+    def _apply(self, config: Config, old: Config | None = None) -> None:
+        """Start what ``config`` adds or changes compared with ``old``; stop what it removes or changes."""
+        now = datetime.now(UTC)
+        old_channels = {channel.name for channel in old.channels} if old else set()
+        for name in old_channels - {channel.name for channel in config.channels}:
+            self.scheduler.remove_job(f"deliver:{name}")
+        for channel in config.channels:
+            if channel.name not in old_channels:
+                self.scheduler.add_job(self.deliver, "interval", args=[channel.name], id=f"deliver:{channel.name}",
+                                       seconds=DELIVERY_INTERVAL_SECONDS, next_run_time=now)
+        wanted = {account.name: account for account in config.accounts}
+        kept = started = stopped = 0
+        for name, running in list(self.accounts.items()):
+            if wanted.get(name) == running.account and (old is None or old.poll_seconds == config.poll_seconds):
+                kept += 1
+                continue
+            running.stop.set()  # its IDLE threads end within a second
+            self.scheduler.remove_job(f"check:{name}")
+            del self.accounts[name]
+            stopped += 1
+        for account in config.accounts:
+            if account.name in self.accounts:
+                continue
+            running = AccountWatch(account, AccountHealth(account.name, config.database, self.alert),
+                                   {folder: threading.Lock() for folder in account.folders})
+            for folder in account.folders:
+                running.watches.append(FolderWatch(self.engine, account, folder, running.locks[folder],
+                                                   running.health, running.stop, self.deliver_now))
+            self.accounts[account.name] = running
+            # The first check comes at once: servers without IDLE are polled from the start.
+            self.scheduler.add_job(self.check, "interval", args=[account], id=f"check:{account.name}",
+                                   seconds=config.poll_seconds, next_run_time=now + timedelta(seconds=0.2))
+            for watch in running.watches:
+                watch.start()
+            started += 1
+        if old is not None:
+            log.info("reloaded %s: %d accounts kept, %d started, %d stopped; %d channels", config.path, kept,
+                     started, stopped, len(config.channels))
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)
-        self.stopping.set()
+        if signum == signal.SIGHUP:
+            self.reload_requested.set()
+        else:
+            self.stopping.set()
+        self.wakeup.set()
 
     def _wait_for_jobs(self, grace: float) -> None:
         deadline = time.monotonic() + grace
