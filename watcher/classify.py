@@ -18,7 +18,8 @@ from datetime import date
 
 from watcher import authenticity, extract
 from watcher.model import Classification, Evidence, ParsedMessage
-from watcher.rules import Platform, RuleSet, Signal, digit_runs
+from watcher.rules import Platform, RuleSet
+from watcher.signals import Signal, digit_runs
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from watcher.model import Evidence
-from watcher.rules import Platform, RuleSet, digit_runs
+from watcher.rules import Platform, RuleSet
+from watcher.signals import digit_runs
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Which of the rules' trigger literals occur in a text, found in one pass.
 
-Every signal is prefiltered by literals its matches must contain (rules.required_literals). Testing
+Every signal is prefiltered by literals its matches must contain (signals.required_literals). Testing
 them one by one costs hundreds of substring searches per message; an Aho-Corasick automaton
 (pyahocorasick) finds all of them in one pass over the text, after which each test is a set lookup.
 """
