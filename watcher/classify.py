@@ -101,7 +101,11 @@ def classify(
     platform, platform_evidence = claim
     haystack = f"{message.subject}\n{text}"
     lowered = haystack.lower()
-    veto = _first_hit((*rules.not_notice, *platform.not_notice), haystack, lowered)
+    vetoes = (*rules.not_notice, *platform.not_notice)
+    if authenticity.is_internal_forward(message, rules):
+        # "my account was suspended, see below" in a colleague's cover note is not personal mail
+        vetoes = tuple(signal for signal in vetoes if not signal.unless_forwarded)
+    veto = _first_hit(vetoes, haystack, lowered)
     if veto:
         log.debug("not a notice: %s", veto.signal)
         return Classification(relevant=False, language=language)

@@ -167,7 +167,7 @@ def _signals(
         if not isinstance(entry, dict):
             problems.add(located, "must be a table with 'pattern'")
             continue
-        unknown = set(entry) - {"value", "pattern", "note", "unit"}
+        unknown = set(entry) - {"value", "pattern", "note", "unit", "unless_forwarded"}
         for name in sorted(unknown):
             problems.add(f"{located}.{name}", "unknown key")
         value = entry.get("value", "")
@@ -183,9 +183,12 @@ def _signals(
         if group is not None and group not in pattern.groupindex:
             problems.add(f"{located}.pattern", f"needs a named group (?P<{group}>…)")
             continue
-        signals.append(
-            Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern, branches=branches(pattern))
-        )
+        unless_forwarded = entry.get("unless_forwarded", False)
+        if not isinstance(unless_forwarded, bool):
+            problems.add(f"{located}.unless_forwarded", "must be true or false")
+            continue
+        signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
+                              branches=branches(pattern), unless_forwarded=unless_forwarded))
     return tuple(signals)
 
 

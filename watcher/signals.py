@@ -102,6 +102,7 @@ class Signal:
     value: str
     pattern: re.Pattern[str]  # as written, case-insensitive
     branches: tuple[Branch, ...] = ()
+    unless_forwarded: bool = False  # a not-a-notice signal that a forward's own cover note may trip
 
     def may_match(self, lowered: str) -> bool:
         """Return False when the pattern cannot match text whose lower-case form is ``lowered``."""
