@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mailparser
 import pytest
 
-from watcher.parse import html_to_text, parse_message
+from watcher.parse import html_to_text, parse_message, unwrap
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -81,3 +82,62 @@ def test_garbage_never_raises_and_yields_a_message() -> None:
 def test_real_world_mail_parses_without_raising(path: Path) -> None:
     message = parse_message(path.read_bytes())
     assert len(message.text) <= 200_000
+
+
+def test_html_source_line_breaks_collapse_to_spaces_but_pre_keeps_its_lines() -> None:
+    text, _ = html_to_text("<p>Your selling\n   account has\tbeen\r\n deactivated.</p><pre>Case 123\nASIN B0X</pre>")
+    assert text == "Your selling account has been deactivated.\n\nCase 123\nASIN B0X"
+
+
+def test_html_with_unclosed_constructs_keeps_its_text() -> None:
+    text, links = html_to_text("<head><p>a &lt; b</p><a href='https://x.test/'>go <!-- never closed >now")
+    assert text == "a < b\ngo now"
+    assert [(link.href, link.text) for link in links] == [("https://x.test/", "go now")]
+
+
+def test_hard_wrapped_paragraphs_are_joined_but_lists_headings_and_sign_offs_are_not() -> None:
+    text = unwrap(
+        "We have removed your selling privileges on Amazon.ca and placed a\n"
+        "temporary hold on the funds in your seller account\n"
+        "until the review ends.\n"
+        "Why did this happen?\n"
+        "To appeal, send a plan of action that explains the following:\n"
+        "- the root cause of the late shipments, as you found it in your\n"
+        "records\n"
+        "1. the steps you took\n"
+        "ASIN: B0DK3MZ8VA\n"
+        "Case ID: 123\n"
+        "Regards,\n"
+        "Seller Performance Team"
+    )
+    assert text.split("\n") == [
+        "We have removed your selling privileges on Amazon.ca and placed a temporary hold on the funds in your "
+        "seller account until the review ends.",
+        "Why did this happen?",
+        "To appeal, send a plan of action that explains the following:",
+        "- the root cause of the late shipments, as you found it in your records",
+        "1. the steps you took",
+        "ASIN: B0DK3MZ8VA",
+        "Case ID: 123",
+        "Regards,",
+        "Seller Performance Team",
+    ]
+
+
+def test_hard_wrapped_cjk_lines_are_joined_without_a_space() -> None:
+    text = unwrap("商品が本物であることを確認するため、過去365日以内に発行された仕入れ先の請求書と、\n改善計画書をご提出ください。")
+    assert text == "商品が本物であることを確認するため、過去365日以内に発行された仕入れ先の請求書と、改善計画書をご提出ください。"
+
+
+ADDRESS_SAMPLES = (sorted(CORPUS.glob("*.eml")) if CORPUS.exists() else []) + REALMAIL_FILES
+
+
+@pytest.mark.skipif(not ADDRESS_SAMPLES, reason="neither ../shared/corpus nor ../shared/realmail is present")
+@pytest.mark.parametrize("path", ADDRESS_SAMPLES, ids=[p.name for p in ADDRESS_SAMPLES])
+def test_sender_and_recipients_are_those_mail_parser_finds(path: Path) -> None:
+    content = path.read_bytes()
+    ours = parse_message(content)
+    theirs = mailparser.parse_from_bytes(content)
+    senders = [("" if name == address else name, address.lower()) for name, address in theirs.from_ if address]
+    assert ([(ours.from_name, ours.from_address)] if ours.from_address else []) == senders[:1]
+    assert list(ours.to) == [address.lower() for _, address in theirs.to if address]

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import decode_header, make_header
+from email.parser import BytesParser
+from email.policy import Compat32
 
 from mailparser import dates as mailparser_dates
 from mailparser import utils as mailparser_utils
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 200_000  # body text kept for classification
 MAX_HTML_CHARS = 400_000  # HTML fed to the converter
 MAX_HEADER_CHARS = 8_000  # one decoded header value
+MAX_RAW_HEADER_CHARS = 32_000  # one header as read; the standard library's parameter parsing is quadratic
+MAX_BOUNDARY_LINES = 2_000  # lines starting "--": the parser spends ~15 µs on each part they open
+MAX_LINKS = 2_000
 
 _URL = re.compile(r"""\b(?:https?://|www\.)[^\s<>"')\]]+""", re.IGNORECASE)
 _ESCAPE_SEQUENCE = "\x1b"
@@ -44,41 +49,126 @@ _PLAIN_MAILBOX = re.compile(
     rf'[ \t\r\n]*(?:(?P<bare>{_PLAIN_ADDRESS})|(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<words>{_PLAIN_WORD}(?:[ \t\r\n]+{_PLAIN_WORD})*))?'
     rf"[ \t\r\n]*<(?P<angle>{_PLAIN_ADDRESS})>)[ \t\r\n]*\Z"
 )
-_HIDDEN = re.compile(r"<!--.*?-->|<(script|style|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_ANCHOR = re.compile(r"<a\b([^>]*)>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
-_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
-_BLOCK = re.compile(
-    r"<(?:br|/?(?:p|div|tr|li|ul|ol|table|tbody|thead|h[1-6]|blockquote|pre|hr|section|article|"
-    r"header|footer|center|dt|dd))\b[^>]*>",
-    re.IGNORECASE,
+# Control characters other than tab and line breaks: NUL bytes, terminal escapes, DEL.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+
+# HTML: one tokenizer searched forward, so every construct costs time linear in the document.
+_MARKUP = re.compile(r"<(?:(!--)|(/?)([A-Za-z][A-Za-z0-9]*)([^>]*)>|[!?/][^>]*>)")
+_HIDDEN = frozenset(("script", "style", "head", "title"))
+_HIDDEN_END = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in _HIDDEN}
+_BLOCKS = frozenset(
+    "br p div tr li ul ol table tbody thead h1 h2 h3 h4 h5 h6 blockquote pre hr section article header footer "
+    "center dt dd".split()
 )
-_CELL = re.compile(r"<t[dh]\b[^>]*>", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
+_CELLS = frozenset(("td", "th"))
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]{2,}|[\t\r\f\v\xa0]")  # single spaces need no rewrite
 _LINE_EDGES = re.compile(r" \n ?|\n ")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
+# Hard-wrapped plain text: a line ending a sentence, a list item and a short question stay lines.
+_SENTENCE_END = tuple(".?!:。！？：")
+_LIST_ITEM = re.compile(r"(?:[-*•·▪◦–—]{1,2}|\d{1,3}[.)]|\(\d{1,3}\))\s|[・①-⑳■□◆●]")
+_HEADING_CHARS = 60
+_WRAPPED_CHARS = (40, 20)  # a shorter line (Latin, CJK) ends where its writer ended it: a heading, a sign-off
+_FIELD = re.compile(r"[^:：\s][^:：]{0,30}[:：]\s*\S")  # "ASIN: B0…", "Case ID：123"
+_CJK = re.compile(r"[\u2e80-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
-def _inline_text(fragment: str) -> str:
-    """Return the visible text of an HTML fragment on one line."""
-    return " ".join(html.unescape(_TAG.sub(" ", fragment)).split())
+
+class _BoundedPolicy(Compat32):
+    """The standard library's compat32 policy with each header cut at MAX_RAW_HEADER_CHARS; the
+    names of cut headers are appended to ``oversized`` (give every parse its own list)."""
+
+    oversized: list[str] | None = None
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        if len(value) > MAX_RAW_HEADER_CHARS:
+            if self.oversized is not None:
+                self.oversized.append(name)
+            value = value[:MAX_RAW_HEADER_CHARS]
+        return name, value
+
+
+_POLICY = _BoundedPolicy()
+
+
+def _bounded(content: bytes, defects: list[str]) -> bytes:
+    """Return ``content`` cut before its MAX_BOUNDARY_LINES-th line starting with "--", so that a
+    message of hundreds of thousands of tiny parts is read in bounded time (a defect when cut)."""
+    if content.count(b"\n--") <= MAX_BOUNDARY_LINES:
+        return content
+    position = 0
+    for _ in range(MAX_BOUNDARY_LINES):
+        position = content.find(b"\n--", position) + 1
+    defects.append("TooManyPartsDefect")
+    return content[:position]
+
+
+_BREAK = "\x00"  # stands for a line break until whitespace is collapsed; removed from the input first
 
 
 def html_to_text(document: str) -> tuple[str, tuple[Link, ...]]:
     """Return the readable text of an HTML document (one block per line) and its links.
 
-    A few regular expressions are enough for notices (tables, paragraphs, entities) and cost far
-    less than a full HTML parser; never raises.
+    Whitespace (source line breaks too) collapses to one space, as a browser shows it, except
+    that <pre> keeps its line breaks. A tokenizer is enough for notices (tables, paragraphs,
+    entities) and costs far less than a full HTML parser; time is linear in the (capped)
+    document, whatever its nesting; never raises.
     """
-    visible = _HIDDEN.sub(" ", document[:MAX_HTML_CHARS])
-    links = []
-    for anchor in _ANCHOR.finditer(visible):
-        href = _HREF.search(anchor.group(1))
-        if href:
-            target = html.unescape(next(group for group in href.groups() if group is not None))
-            links.append(Link(href=target.strip(), text=_inline_text(anchor.group(2))))
-    text = _TAG.sub("", _CELL.sub(" ", _BLOCK.sub("\n", visible)))
-    return _tidy(html.unescape(text)), tuple(links)
+    document = document[:MAX_HTML_CHARS].replace(_BREAK, "")
+    end = document.rfind(">") + 1  # past the last ">", no tag can match: no search runs to the end in vain
+    pieces: list[str] = []
+    links: list[Link] = []
+    anchor: tuple[str, int] | None = None  # (href, index of its first piece)
+    unclosed: set[str] = set()  # constructs whose end is known to be missing
+    preformatted = 0
+    position = 0
+
+    def close_anchor() -> None:
+        if anchor is not None and len(links) < MAX_LINKS:
+            text = " ".join(html.unescape("".join(pieces[anchor[1] :])).replace(_BREAK, " ").split())
+            links.append(Link(href=anchor[0], text=text[:MAX_HEADER_CHARS]))
+
+    def add_text(start: int, stop: int) -> None:
+        run = document[start:stop]
+        pieces.append(run.replace("\r\n", _BREAK).replace("\n", _BREAK) if preformatted else run)
+
+    while (markup := _MARKUP.search(document, position, end)) is not None:
+        add_text(position, markup.start())
+        position = markup.end()
+        comment, closing, name = markup.group(1), markup.group(2), (markup.group(3) or "").lower()
+        if comment:
+            finish = -1 if "-->" in unclosed else document.find("-->", position)
+            if finish >= 0:
+                position = finish + 3
+                continue
+            unclosed.add("-->")
+            position = document.find(">", markup.start()) + 1  # read as a tag, as before
+        elif name in _HIDDEN and not closing:
+            finish_tag = None if name in unclosed else _HIDDEN_END[name].search(document, position)
+            if finish_tag is not None:
+                position = finish_tag.end()
+            else:
+                unclosed.add(name)
+        elif name == "a":
+            close_anchor()
+            anchor = None
+            href = None if closing else _HREF.search(markup.group(4))
+            if href:
+                target = next(group for group in href.groups() if group is not None)
+                anchor = (html.unescape(target).strip(), len(pieces))
+        elif name in _BLOCKS:
+            pieces.append(_BREAK)
+            if name == "pre":
+                preformatted = max(0, preformatted + (-1 if closing else 1))
+        elif name in _CELLS and not closing:
+            pieces.append(" ")
+    add_text(position, len(document))
+    close_anchor()
+    text = _WHITESPACE.sub(" ", html.unescape("".join(pieces))).replace(_BREAK, "\n")
+    return _tidy(text), tuple(links)
 
 
 def _tidy(text: str) -> str:
@@ -87,8 +177,46 @@ def _tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def _decode_header_value(value: object) -> str:
-    """Return a header value with RFC 2047 encoded words decoded; never raises."""
+def _joins(line: str, following: str) -> bool:
+    """Return True when ``following`` continues the paragraph ``line`` was hard-wrapped in."""
+    if not line or not following or line.endswith(_SENTENCE_END) or _LIST_ITEM.match(following):
+        return False
+    if len(line) < _WRAPPED_CHARS[1 if _CJK.match(line[-1]) else 0]:
+        return False
+    if line.startswith(">") or following.startswith(">"):  # quoted mail keeps its lines
+        return False
+    if _FIELD.match(line) or _FIELD.match(following):  # "label: value" lines are a list of facts
+        return False
+    return not (following.endswith(("?", "？")) and len(following) <= _HEADING_CHARS)
+
+
+def unwrap(text: str) -> str:
+    """Return plain text with hard-wrapped paragraphs joined into one line each: CJK without a
+    space, other scripts with one. Sentence ends, blank lines, short lines, list items, short
+    questions (headings), quoted lines and "label: value" lines keep their line breaks."""
+    lines = text.split("\n")
+    joined = [lines[0]]
+    for following in lines[1:]:
+        line = joined[-1]
+        if _joins(line, following):
+            glue = "" if _CJK.match(line[-1]) or _CJK.match(following[0]) else " "
+            joined[-1] = line + glue + following
+        else:
+            joined.append(following)
+    return "\n".join(joined)
+
+
+def _one_line(text: str, defects: set[str] | None = None) -> str:
+    """Return ``text`` on one line: runs of whitespace (CR and LF too) as one space, control
+    characters removed (ControlCharacterDefect in ``defects`` when there were some)."""
+    cleaned = _CONTROLS.sub("", text)
+    if defects is not None and len(cleaned) != len(text):
+        defects.add("ControlCharacterDefect")
+    return " ".join(cleaned.split())
+
+
+def _decode_header_value(value: object, defects: set[str] | None = None) -> str:
+    """Return a header value with RFC 2047 encoded words decoded, on one line; never raises."""
     if not isinstance(value, str):
         value = str(value)
     text = value
@@ -97,7 +225,7 @@ def _decode_header_value(value: object) -> str:
             text = str(make_header(decode_header(value)))
         except Exception:
             log.debug("undecodable header value %r", value[:80])
-    return " ".join(text.split())[:MAX_HEADER_CHARS]
+    return _one_line(text, defects)[:MAX_HEADER_CHARS]
 
 
 def _addresses(values: list[str]) -> list[tuple[str, str]]:
@@ -208,6 +336,7 @@ def _body_text(part: email.message.Message, charset: str, defects: set[str]) -> 
         if isinstance(stored, str) and stored.isascii():
             return stored
     payload = part.get_payload(decode=True)
+    defects.update(type(defect).__name__ for defect in part.defects)  # decoding adds base64 defects
     if not isinstance(payload, bytes) or not payload:
         return ""
     try:
@@ -294,17 +423,38 @@ def _check_dates(message: email.message.Message, defects: set[str]) -> None:
             defects.add("DateHeaderDefect")
 
 
+def _headers_only(content: bytes, defects: list[str]) -> email.message.Message:
+    """Return the top-level headers of a message the full parse gave up on, its body unparsed."""
+    try:
+        return BytesParser(policy=_POLICY).parsebytes(content, headersonly=True)
+    except Exception as error:
+        defects.append(f"headers: {type(error).__name__}")
+        return email.message.Message()
+
+
+def _raw_body(message: email.message.Message) -> _Body:
+    """Return the undecoded body of ``message`` as its only text (the last resort)."""
+    payload = message.get_payload()
+    text = payload if isinstance(payload, str) else ""
+    return _Body(plain=[text[:MAX_TEXT_CHARS]])
+
+
 def _read_mime(content: bytes, defects: list[str]) -> tuple[email.message.Message, _Body, dict[str, list[tuple[str, str]]]]:
     """Return the parsed message, its body parts and address pairs; problems go to ``defects``.
 
     The standard library parses once; mail-parser's helpers then decode names and check headers
     the way mail-parser itself would (its Received-chain analysis is skipped: nothing reads it).
     """
+    oversized: list[str] = []
+    content = _bounded(content, defects)
     try:
-        message = email.message_from_bytes(content)
-    except Exception as error:  # e.g. RecursionError on absurdly nested multiparts
+        message = email.message_from_bytes(content, policy=_POLICY.clone(oversized=oversized))  # type: ignore[call-arg]
+    except Exception as error:  # e.g. RecursionError on multiparts nested hundreds deep
         defects.append(f"email: {type(error).__name__}")
-        return email.message.Message(), _Body(plain=[content[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")]), {}
+        message = _headers_only(content, defects)
+        return message, _raw_body(message), {}
+    if oversized:
+        defects.append("OversizedHeaderDefect")
     try:
         body = _walk_body(message)
         addresses = _address_pairs(message, body.defects)
@@ -316,21 +466,46 @@ def _read_mime(content: bytes, defects: list[str]) -> tuple[email.message.Messag
             return message, _Body(plain=_stdlib_plain_parts(message)), {}
         except Exception as stdlib_error:
             defects.append(f"email: {type(stdlib_error).__name__}")
-            return message, _Body(plain=[content[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")]), {}
+            return message, _raw_body(message), {}
     defects.extend(sorted(body.defects))
     return message, body, addresses
 
 
 def parse_message(content: bytes) -> ParsedMessage:
-    """Return the readable parts of ``content``; never raises: problems are listed in ``defects``."""
-    defects: list[str] = []
-    message, body, addresses = _read_mime(content, defects)
-    plain_parts, html_parts = body.plain, body.html
-    from_pairs, to_pairs, reply_pairs = (addresses.get(name, []) for name in ("from", "to", "reply-to"))
-    if any(_ESCAPE_SEQUENCE in part for part in plain_parts):
-        plain_parts = _stdlib_plain_parts(message) or plain_parts
+    """Return the readable parts of ``content``; never raises: problems are listed in ``defects``.
 
-    headers = tuple((str(key), _decode_header_value(value)) for key, value in message.items())
+    Time and memory are bounded for any input: headers, parts, HTML, text and links are capped
+    (MAX_* above) and each cut is a defect.
+    """
+    defects: list[str] = []
+    try:
+        return _parse(content, defects)
+    except Exception as error:  # a bug or a limit no cap foresaw: keep the headers, never stop the watch
+        log.exception("message parsed only in part")
+        defects.append(f"parse: {type(error).__name__}")
+        message = _headers_only(_bounded(content, []), defects)
+        return _assemble(message, _raw_body(message), {}, defects)
+
+
+def _parse(content: bytes, defects: list[str]) -> ParsedMessage:
+    message, body, addresses = _read_mime(content, defects)
+    if any(_ESCAPE_SEQUENCE in part for part in body.plain):
+        body.plain = _stdlib_plain_parts(message) or body.plain
+    return _assemble(message, body, addresses, defects)
+
+
+def _assemble(message: email.message.Message, body: _Body, addresses: dict[str, list[tuple[str, str]]],
+              defects: list[str]) -> ParsedMessage:
+    """Return the ParsedMessage of a read message: decoded headers, text, links; adds defects."""
+    found: set[str] = set()
+    headers = tuple((str(key), _decode_header_value(value, found)) for key, value in message.items())
+    degraded = not addresses  # the MIME walk gave up: read the address headers on their own
+    if degraded:
+        try:
+            addresses = _address_pairs(message, found)
+        except Exception as error:
+            log.info("address headers unreadable by mail-parser (%s)", type(error).__name__)
+    from_pairs, to_pairs, reply_pairs = (addresses.get(name, []) for name in ("from", "to", "reply-to"))
 
     def first(name: str) -> str | None:
         wanted = name.lower()
@@ -340,7 +515,7 @@ def parse_message(content: bytes) -> ParsedMessage:
         wanted = name.lower()
         return [value for key, value in headers if key.lower() == wanted]
 
-    if not from_pairs and not to_pairs:
+    if degraded and not from_pairs and not to_pairs:
         from_pairs = _addresses(all_of("from"))
         to_pairs = _addresses(all_of("to"))
         reply_pairs = _addresses(all_of("reply-to"))
@@ -349,29 +524,34 @@ def parse_message(content: bytes) -> ParsedMessage:
     if return_path is not None:
         return_path = return_path.strip().strip("<>").lower() or None
 
-    document = "\n".join(html_parts)
+    document = "\n".join(body.html)[:MAX_HTML_CHARS]
     html_text, html_links = html_to_text(document) if document else ("", ())
-    plain = _tidy("\n\n".join(plain_parts)) if plain_parts else ""
-    if plain and html_parts:
+    plain = unwrap(_tidy("\n\n".join(body.plain)[: 2 * MAX_TEXT_CHARS])) if body.plain else ""
+    if plain and body.html:
         orphans = _html_without_plain(message)
         if orphans:
             plain += "\n\n" + html_to_text("\n".join(orphans))[0]
     text = (plain or html_text)[:MAX_TEXT_CHARS]
+    clean_text = _CONTROLS.sub("", text)
+    if len(clean_text) != len(text):
+        found.add("ControlCharacterDefect")
     links = html_links + tuple(_link_texts(plain[:MAX_TEXT_CHARS])) if plain else html_links
+    if len(links) > MAX_LINKS:
+        found.add("TooManyLinksDefect")
 
     return ParsedMessage(
         message_id=first("message-id"),
         subject=first("subject") or "",
-        from_name=from_name,
-        from_address=from_address,
+        from_name=_one_line(from_name, found)[:MAX_HEADER_CHARS],
+        from_address=_one_line(from_address, found),
         to=tuple(address for _, address in to_pairs if address),
         reply_to=tuple(address for _, address in reply_pairs if address),
         return_path=return_path,
         date=_message_date(first("date")),
         headers=headers,
-        text=text,
-        html=document[:MAX_HTML_CHARS],
-        links=links,
+        text=clean_text,
+        html=document,
+        links=links[:MAX_LINKS],
         attachments=tuple(body.attachments),
-        defects=tuple(defects),
+        defects=(*defects, *sorted(found - set(defects))),
     )
