@@ -157,7 +157,8 @@ def test_interrupted_backfill_continues_where_it_stopped_without_duplicates(mail
 def test_backfill_notifies_matching_channels_by_default(mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path) -> None:
     old, expected = old_mail(6)
     mailbox.append_many(old)
-    config = short_lookback(write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()}))
+    config = short_lookback(write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()},
+                                         extra="[delivery]\nburst_threshold = 0\n"))  # a request per notice
 
     result = run(config, "backfill", "--since", "300d")
 

@@ -107,7 +107,7 @@ def test_sigkill_at_random_instants_loses_no_notice_and_records_none_twice(
         mailbox: Mailbox, http_sink: HttpSink, tmp_path: Path) -> None:
     started = time.monotonic()
     config = write_config(tmp_path, {"us-store": mailbox}, {name: http_sink.url(f"/{name}") for name in CHANNELS},
-                          extra="[schedule]\npoll_seconds = 2\n")
+                          extra="[schedule]\npoll_seconds = 2\n[delivery]\nburst_threshold = 0\n")  # a request per notice
     database = tmp_path / "events.db"
     feeder = Feeder(mailbox)
     feeder.start()

@@ -158,7 +158,7 @@ def start(watchers: list[Watcher], config: Path) -> Watcher:
 def test_check_during_an_outage_exits_1_with_a_clear_line_and_a_later_check_takes_the_backlog(
         server: LocalDovecot, http_sink: HttpSink, tmp_path: Path) -> None:
     mailbox = server.add_user()
-    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()})
+    config = write_config(tmp_path, {"us-store": mailbox}, {"hook": http_sink.url()}, extra="[delivery]\nburst_threshold = 0\n")  # a request per notice
     first, _ = check_process(config)
     assert first.returncode == 0, first.stderr
     for number in range(3):

@@ -9,10 +9,12 @@ import re
 import stat
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from watcher.errors import ConfigError, SecretError
 from watcher.model import KINDS, SEVERITIES
@@ -28,6 +30,7 @@ DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 AUTH_MODES = ("password", "oauth2")
 OAUTH_FLOWS = ("device", "browser")
 OAUTH_PROVIDERS_FILE = Path(__file__).with_name("oauth_providers.toml")
+UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,26 @@ class AccountConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A daily period of local wall-clock time, e.g. 22:00-07:00 (may span midnight)."""
+
+    start: time
+    end: time
+
+    def end_of(self, moment: datetime, zone: ZoneInfo) -> datetime | None:
+        """Return when the quiet period that ``moment`` falls in ends (aware, in ``zone``), or None when
+        ``moment`` is outside quiet hours."""
+        local = moment.astimezone(zone)
+        now = local.time().replace(tzinfo=None)
+        if self.start < self.end:
+            inside, end_day = self.start <= now < self.end, local.date()
+        else:
+            inside = now >= self.start or now < self.end
+            end_day = local.date() + timedelta(days=1) if now >= self.start else local.date()
+        return datetime.combine(end_day, self.end, zone) if inside else None
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelConfig:
     name: str
     url: Secret
@@ -71,6 +94,9 @@ class ChannelConfig:
     kinds: tuple[str, ...]
     accounts: tuple[str, ...]
     min_severity: str
+    quiet_hours: QuietHours | None = None  # below-critical notifications wait until it ends
+    timezone: ZoneInfo = UTC_ZONE  # of quiet_hours and digest
+    digest: str | None = None  # a crontab expression: when the daily digest is made
 
     def wants(self, platform: str | None, kind: str | None, severity: str | None, account: str) -> bool:
         """Return True when an event with these values passes this channel's filters."""
@@ -98,6 +124,8 @@ class Config:
     reminder_hours: tuple[int, ...] = (72, 24)
     reannounce_hours: float = 24.0
     warnings: tuple[str, ...] = ()
+    burst_window_minutes: float = 10.0
+    burst_threshold: int = 3  # 0: never group
 
 
 def find_config(explicit: str | None) -> Path:
@@ -218,7 +246,7 @@ class _Reader:
             self.problem(unknown, "unknown key")
         storage = self.table(document, "storage", {"database"})
         schedule = self.table(document, "schedule", {"poll_seconds"})
-        delivery = self.table(document, "delivery", {"retry_hours"})
+        delivery = self.table(document, "delivery", {"retry_hours", "burst_window_minutes", "burst_threshold"})
         classify = self.table(document, "classify", {"rule_files", "guidance_files", "guidance_language"})
         authenticity = self.table(document, "authenticity", {"trusted_authserv_ids"})
         reminders = self.table(document, "reminders", {"deadline_hours", "reannounce_critical_hours"})
@@ -250,6 +278,10 @@ class _Reader:
             reannounce_hours=self.get(reminders, "reminders", "reannounce_critical_hours", float, 24.0,
                                       check=_at_least(0)),
             warnings=tuple(self.warnings),
+            burst_window_minutes=self.get(delivery, "delivery", "burst_window_minutes", float, 10.0,
+                                          check=_at_least(0)),
+            burst_threshold=self.get(delivery, "delivery", "burst_threshold", int, 3,
+                                     check=lambda v: None if v == 0 or v >= 2 else f"must be 0 (off) or at least 2, got {v}"),
         )
 
     def named_tables(self, entries: Any, key: str, allowed: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -365,7 +397,8 @@ class _Reader:
         )
 
     def channels(self, entries: Any, account_names: set[str]) -> tuple[ChannelConfig, ...]:
-        allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "min_severity"}
+        allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "min_severity",
+                   "quiet_hours", "timezone", "digest"}
         result: list[ChannelConfig] = []
         for prefix, name, entry in self.named_tables(entries, "channels", allowed):
             accounts = self.strings(entry, prefix, "accounts")
@@ -373,6 +406,8 @@ class _Reader:
                 if account not in account_names:
                     self.problem(f"{prefix}.accounts[{position}]", f"no account named {account!r}")
             url = self.secret(entry, prefix, "url")
+            zone = self.zone(entry, prefix)
+            quiet = self.get(entry, prefix, "quiet_hours", str, None, check=_quiet_hours_problem)
             result.append(ChannelConfig(
                 name=name,
                 url=url or Secret(""),
@@ -381,8 +416,20 @@ class _Reader:
                 accounts=accounts,
                 min_severity=self.get(entry, prefix, "min_severity", str, "info",
                                       check=lambda v: None if v in SEVERITIES else f"must be one of {', '.join(SEVERITIES)}, got {v!r}"),
+                quiet_hours=_quiet_hours(quiet) if quiet else None,
+                timezone=zone,
+                digest=self.get(entry, prefix, "digest", str, None, check=functools.partial(_crontab_problem, zone=zone)),
             ))
         return tuple(result)
+
+    def zone(self, entry: dict[str, Any], prefix: str) -> ZoneInfo:
+        """Read a channel's IANA ``timezone`` (default UTC)."""
+        name = self.get(entry, prefix, "timezone", str, "UTC")
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(f"{prefix}.timezone", f"unknown time zone {name!r}; use an IANA name such as \"Europe/Berlin\"")
+            return UTC_ZONE
 
 
 PASSWORD_KEYS = frozenset({"password", "password_file", "password_env", "password_credential"})
@@ -412,6 +459,33 @@ def _endpoint_problem(value: str) -> str | None:
 def _file_name(name: str) -> str:
     """Return ``name`` made safe as one file name (an account name may hold any character)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "account"
+
+
+_QUIET_HOURS = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
+
+
+def _quiet_hours(value: str) -> QuietHours:
+    match = _QUIET_HOURS.fullmatch(value.replace(" ", ""))
+    assert match is not None  # checked by _quiet_hours_problem
+    hours = [int(part) for part in match.groups()]
+    return QuietHours(time(hours[0], hours[1]), time(hours[2], hours[3]))
+
+
+def _quiet_hours_problem(value: str) -> str | None:
+    if not _QUIET_HOURS.fullmatch(value.replace(" ", "")):
+        return f'must be "HH:MM-HH:MM" in 24-hour time (e.g. "22:00-07:00"), got {value!r}'
+    quiet = _quiet_hours(value)
+    return f"start and end are the same ({value!r}); leave quiet_hours out to have none" if quiet.start == quiet.end else None
+
+
+def _crontab_problem(value: str, zone: ZoneInfo) -> str | None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone=zone)
+    except ValueError as error:
+        return f"not a cron expression (minute hour day month weekday, e.g. \"0 8 * * *\"): {error}"
+    return None
 
 
 def _type_name(kind: type) -> str:

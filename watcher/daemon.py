@@ -5,6 +5,8 @@
 - APScheduler runs one interval job per account every poll_seconds — the polling for servers without
   IDLE and the safety net for those with it (never two runs of one account at once, missed runs
   coalesced) — and one delivery job per channel, so a slow or failing channel delays no other.
+- A channel with a ``digest`` has a cron job in its time zone that adds the day's digest row (delivery.py);
+  its delivery job sends it.
 - A per-folder lock keeps a folder's IDLE check and the periodic check from reading it at the same time.
 - systemd (Type=notify) hears READY=1 once running, STATUS= with a one-line summary, and WATCHDOG=1 only
   while every watch thread is alive and the scheduler runs, so a hung watcher is restarted.
@@ -26,13 +28,15 @@ from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from watcher import lifecycle, systemd
 from watcher.config import AccountConfig, Config, load_config
+from watcher.delivery import deliver_due, schedule_digest
 from watcher.errors import WatcherError
 from watcher.health import AccountHealth
 from watcher.idle import FolderWatch
-from watcher.pipeline import Engine, FolderSummary, check_account, deliver_due
+from watcher.pipeline import Engine, FolderSummary, check_account
 from watcher.store import Store
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,16 @@ class Daemon:
     def deliver(self, channel: str) -> None:
         with Store(self.engine.config.database) as store:
             deliver_due(self.engine, store, self.stopping.is_set, channel=channel)
+
+    def digest(self, channel: str) -> None:
+        """Add today's digest for ``channel`` (never twice a day) and wake its delivery job."""
+        with Store(self.engine.config.database) as store:
+            added = schedule_digest(self.engine, store, channel)
+        if added:
+            try:
+                self.scheduler.modify_job(f"deliver:{channel}", next_run_time=datetime.now(UTC))
+            except LookupError:  # stopping, or the channel was just removed
+                pass
 
     def deliver_now(self, _summary: FolderSummary | None = None) -> None:
         """Wake every channel's delivery job: new events are waiting."""
@@ -206,6 +220,7 @@ class Daemon:
             if channel.name not in old_channels:
                 self.scheduler.add_job(self.deliver, "interval", args=[channel.name], id=f"deliver:{channel.name}",
                                        seconds=DELIVERY_INTERVAL_SECONDS, next_run_time=now)
+        self._schedule_digests(config, old)
         wanted = {account.name: account for account in config.accounts}
         kept = started = stopped = 0
         for name, running in list(self.accounts.items()):
@@ -234,6 +249,16 @@ class Daemon:
         if old is not None:
             log.info("reloaded %s: %d accounts kept, %d started, %d stopped; %d channels", config.path, kept,
                      started, stopped, len(config.channels))
+
+    def _schedule_digests(self, config: Config, old: Config | None) -> None:
+        """One cron job per channel with a digest, in the channel's time zone; a reload replaces them all."""
+        for channel in old.channels if old else ():
+            if channel.digest is not None:
+                self.scheduler.remove_job(f"digest:{channel.name}")
+        for channel in config.channels:
+            if channel.digest is not None:
+                trigger = CronTrigger.from_crontab(channel.digest, timezone=channel.timezone)
+                self.scheduler.add_job(self.digest, trigger, args=[channel.name], id=f"digest:{channel.name}")
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

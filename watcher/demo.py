@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from watcher.config import load_config
-from watcher.pipeline import Engine, check_account, deliver_due
+from watcher.delivery import deliver_due
+from watcher.pipeline import Engine, check_account
 from watcher.sandbox import HttpSink, LocalDovecot
 from watcher.store import Store
 
@@ -80,7 +81,7 @@ def run_demo(keep: bool, echo: Callable[[str], None]) -> None:
                  f"{sum(f.fetched for f in summary.folders)} fetched after the header screen, "
                  f"{len(summary.events)} events; {delivered.sent} notifications sent"
                  + (f"; error: {summary.error}" if summary.error else ""))
-            for request in sink.wait_for(delivered.sent, timeout=10):
+            for request in sink.wait_for(delivered.notifications, timeout=10):
                 echo("\n" + "─" * 78)
                 echo(f"Notification received by the local json:// channel:\n\n{request.body['title']}\n")
                 echo(request.body["message"])

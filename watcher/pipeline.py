@@ -1,4 +1,4 @@
-"""One pass of the pipeline: fetch → parse → classify → store for an account, and delivery of stored rows.
+"""One pass of the pipeline: fetch → parse → classify → store for an account (delivery.py sends the rows).
 
 Nothing here prints; results come back as summaries and failures as the project's exceptions.
 """
@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from watcher import classify, guidance, parse, rules, screen
@@ -19,7 +19,7 @@ from watcher.config import AccountConfig, Config
 from watcher.errors import FetchError
 from watcher.imap import Body, Headers, Mailbox
 from watcher.screen import Verdict, header_fields
-from watcher.model import Classification, DeliveryOutcome, Event, Guidance
+from watcher.model import Classification, Event, Guidance
 from watcher.store import MessageRecord, Store
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,6 @@ class AccountSummary:
     @property
     def events(self) -> tuple[int, ...]:
         return tuple(event for folder in self.folders for event in folder.events)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverySummary:
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-    outcomes: tuple[tuple[int, str, str], ...] = field(default=())  # (event id, channel, status)
 
 
 def check_account(engine: Engine, account: AccountConfig, should_stop: Callable[[], bool] = lambda: False,
@@ -210,35 +202,3 @@ def _message_id(block: bytes) -> str | None:
 def _sender(name: str, address: str) -> str:
     return f"{name} ({address})" if name else address
 
-
-def deliver_due(engine: Engine, store: Store, should_stop: Callable[[], bool] = lambda: False,
-                channel: str | None = None) -> DeliverySummary:
-    """Send every delivery that is due (only ``channel``'s, if given), recording each attempt."""
-    channels = {channel.name: channel for channel in engine.config.channels}
-    sent = retrying = failed = 0
-    outcomes: list[tuple[int, str, str]] = []
-    due = store.due_deliveries(channel=channel)
-    if due:
-        from watcher import notify  # Apprise takes a while to import; a check with nothing to send skips it
-    for pending in due:
-        if should_stop():
-            break
-        target = channels.get(pending.channel)
-        if target is None:
-            outcome, duration = DeliveryOutcome("error", "the channel is no longer in the configuration", permanent=True), 0
-        else:
-            event = store.event(pending.event_id)
-            linked = store.event(event.linked_event_id) if event.linked_event_id else None
-            playbook, language = engine.guidance_for(event)
-            rendered = notify.render(event, playbook, language, notify.markup_for(target.url.reveal()),
-                                     purpose=pending.purpose, linked=linked)
-            outcome, duration = notify.send(target, rendered.title, rendered.body, rendered.notify_type)
-        status = store.record_attempt(pending, outcome, duration, engine.config.delivery_retry_hours)
-        log.info("event %d → %s: %s (%s) in %dms", pending.event_id, pending.channel, outcome.outcome, status, duration)
-        if status != "sent":
-            log.warning("event %d → %s: %s", pending.event_id, pending.channel, outcome.detail)
-        sent += status == "sent"
-        retrying += status == "pending"
-        failed += status == "failed"
-        outcomes.append((pending.event_id, pending.channel, status))
-    return DeliverySummary(sent, retrying, failed, tuple(outcomes))

@@ -2,6 +2,7 @@
 
 Tables: events, processed (every fully fetched message, by message key), cursors (per account/folder),
 deliveries (one row per event × channel: the outbox) and delivery_attempts (every try and its outcome).
+digests (one row per channel and local day: a scheduled digest, sent like a delivery).
 A message's event, its pending deliveries and the cursor advance commit in one transaction.
 """
 
@@ -93,7 +94,17 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     }, pk=("account", "folder", "since"))
 
 
-MIGRATIONS = (_migration_1, _migration_2, _migration_3)
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Digests: one row per channel and local day (period), sent from the row like a delivery."""
+    db.table("digests").create({
+        "id": int, "channel": str, "period": str, "status": str, "attempts": int, "created_at": str,
+        "next_attempt_at": str, "last_attempt_at": str, "last_error": str,
+    }, pk="id", not_null={"channel", "period", "status", "created_at"}, defaults={"status": "pending", "attempts": 0})
+    db.table("digests").create_index(["channel", "period"], unique=True)
+    db.table("digests").create_index(["status", "next_attempt_at"])
+
+
+MIGRATIONS = (_migration_1, _migration_2, _migration_3, _migration_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -74,7 +74,7 @@ def backfill(ctx: click.Context, account_name: str | None, since: str | None, no
     """
     from watcher.backfill import backfill_account
     from watcher.errors import FetchError, NotFound
-    from watcher.pipeline import deliver_due
+    from watcher.delivery import deliver_due
     from watcher.store import Store
 
     engine = engine_of(ctx)
@@ -118,7 +118,7 @@ def import_(ctx: click.Context, path: Path, account_name: str, notify: bool) -> 
         watcher import takeout/Mail/all-mail.mbox --account us-store
     """
     from watcher.backfill import import_messages
-    from watcher.pipeline import deliver_due
+    from watcher.delivery import deliver_due
     from watcher.store import Store
 
     engine = engine_of(ctx)

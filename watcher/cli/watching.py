@@ -25,7 +25,8 @@ def check(ctx: click.Context) -> None:
     Example:
         watcher check
     """
-    from watcher.pipeline import check_account, deliver_due
+    from watcher.delivery import deliver_due
+    from watcher.pipeline import check_account
     from watcher.store import Store
 
     engine = engine_of(ctx)
