@@ -100,7 +100,7 @@ def test_channel_filters_decide_who_gets_which_event(mailbox: Mailbox, tmp_path:
 
     for message in sample_messages(datetime.now(UTC)):
         mailbox.append(message)
-    with HttpSink() as everything, HttpSink() as deactivations, HttpSink() as other_store:
+    with HttpSink() as everything, HttpSink() as deactivations, HttpSink() as other_store, HttpSink() as by_store:
         config = write_config(tmp_path, {"us-store": mailbox}, {})
         config.write_text(config.read_text() + f'''
 [[channels]]
@@ -119,11 +119,18 @@ name = "other-store"
 url = "{other_store.url()}"
 accounts = ["us-store"]
 platforms = ["ebay"]
+
+[[channels]]
+name = "by-store"
+url = "{by_store.url()}"
+stores = ["us-store"]
+min_severity = "high"
 ''')
         assert run(config, "check").exit_code == 0
         assert len(everything.wait_for(3)) == 3
         assert [r.body["title"] for r in deactivations.wait_for(1)] == ["[CRITICAL] Amazon: account deactivated — us-store"]
         assert other_store.requests == []
+        assert len(by_store.wait_for(3)) == 3  # the account's store defaults to its name
 
 
 @pytest.mark.parametrize("since", ["7d", "12h", "30m", "2026-01-01"])

@@ -147,3 +147,10 @@ def test_duplicate_account_names_are_refused(monkeypatch: pytest.MonkeyPatch, tm
     with pytest.raises(ConfigError) as raised:
         load_config(write(tmp_path, account + account))
     assert raised.value.problems == ["accounts[1].name: duplicate name 'us-store'"]
+
+
+def test_a_channel_store_filter_must_name_a_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WATCHER_TEST_PASSWORD", "pw")
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, MINIMAL + 'stores = ["Lotus Home"]\n'))
+    assert raised.value.problems == ["channels[0].stores[0]: no account belongs to a store named 'Lotus Home'"]

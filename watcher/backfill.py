@@ -213,7 +213,8 @@ def _classified(engine: Engine, content: bytes, number: int, header_id: str | No
     channels: tuple[str, ...] = ()
     if notify and result is not None and result.relevant:
         channels = tuple(channel.name for channel in engine.config.channels
-                         if channel.wants(result.platform, result.kind, result.severity, account))
+                         if channel.wants(result.platform, result.kind, result.severity, account,
+                                          next((a.store for a in engine.config.accounts if a.name == account), account)))
     return MessageRecord(key, message_id, number, facts.subject, facts.sender, facts.date, result, facts.defects,
                          channels)
 

@@ -97,9 +97,13 @@ class ChannelConfig:
     quiet_hours: QuietHours | None = None  # below-critical notifications wait until it ends
     timezone: ZoneInfo = UTC_ZONE  # of quiet_hours and digest
     digest: str | None = None  # a crontab expression: when the daily digest is made
+    stores: tuple[str, ...] = ()  # empty = all
 
-    def wants(self, platform: str | None, kind: str | None, severity: str | None, account: str) -> bool:
+    def wants(self, platform: str | None, kind: str | None, severity: str | None, account: str,
+              store: str | None = None) -> bool:
         """Return True when an event with these values passes this channel's filters."""
+        if self.stores and store not in self.stores:
+            return False
         if self.platforms and platform not in self.platforms:
             return False
         if self.kinds and kind not in self.kinds:
@@ -257,7 +261,8 @@ class _Reader:
         positive = _at_least(1)
         database = self.path(self.get(storage, "storage", "database", str, "events.db"))
         accounts = self.accounts(document.get("accounts", []), database.parent)
-        channels = self.channels(document.get("channels", []), {account.name for account in accounts})
+        channels = self.channels(document.get("channels", []), {account.name for account in accounts},
+                                 {account.store for account in accounts})
         if "accounts" not in document:
             self.problem("accounts", "at least one [[accounts]] entry is required")
         literal_password = any(isinstance(entry, dict) and "password" in entry for entry in document.get("accounts", []) or [])
@@ -396,15 +401,19 @@ class _Reader:
             authorize_parameters=tuple(sorted((str(k), str(v)) for k, v in parameters.items())),
         )
 
-    def channels(self, entries: Any, account_names: set[str]) -> tuple[ChannelConfig, ...]:
-        allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "min_severity",
-                   "quiet_hours", "timezone", "digest"}
+    def channels(self, entries: Any, account_names: set[str], store_names: set[str]) -> tuple[ChannelConfig, ...]:
+        allowed = {"name", "url", "url_file", "url_env", "url_credential", "platforms", "kinds", "accounts", "stores",
+                   "min_severity", "quiet_hours", "timezone", "digest"}
         result: list[ChannelConfig] = []
         for prefix, name, entry in self.named_tables(entries, "channels", allowed):
             accounts = self.strings(entry, prefix, "accounts")
             for position, account in enumerate(accounts):
                 if account not in account_names:
                     self.problem(f"{prefix}.accounts[{position}]", f"no account named {account!r}")
+            stores = self.strings(entry, prefix, "stores")
+            for position, store in enumerate(stores):
+                if store not in store_names:
+                    self.problem(f"{prefix}.stores[{position}]", f"no account belongs to a store named {store!r}")
             url = self.secret(entry, prefix, "url")
             zone = self.zone(entry, prefix)
             quiet = self.get(entry, prefix, "quiet_hours", str, None, check=_quiet_hours_problem)
@@ -419,6 +428,7 @@ class _Reader:
                 quiet_hours=_quiet_hours(quiet) if quiet else None,
                 timezone=zone,
                 digest=self.get(entry, prefix, "digest", str, None, check=functools.partial(_crontab_problem, zone=zone)),
+                stores=stores,
             ))
         return tuple(result)
 

@@ -89,4 +89,4 @@ def open_events(store: Store, channel: ChannelConfig) -> list[Event]:
     events = [store.event(event_id) for event_id in ids]
     return [event for event in events
             if channel.wants(event.classification.platform, event.classification.kind,
-                             event.classification.severity, event.account)]
+                             event.classification.severity, event.account, event.store)]

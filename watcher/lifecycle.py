@@ -103,7 +103,7 @@ def schedule_reminders(db: sqlite_utils.Database, channels: Sequence[ChannelConf
     moment = now or datetime.now(UTC)
     stamp = _iso(moment)
     wanted: list[tuple[int, str, str]] = []  # (event id, channel, purpose)
-    rows = db.query("SELECT id, account, platform, kind, severity, deadline, detected_at FROM events "
+    rows = db.query("SELECT id, account, store, platform, kind, severity, deadline, detected_at FROM events "
                     "WHERE status = 'open' AND (deadline IS NOT NULL OR severity = 'critical')")
     for row in rows:
         purposes = []
@@ -116,7 +116,8 @@ def schedule_reminders(db: sqlite_utils.Database, channels: Sequence[ChannelConf
                     purposes.append(f"reminder:{hours}h")
         if reannounce_hours and row["severity"] == "critical" and moment - detected >= timedelta(hours=reannounce_hours):
             purposes.append(f"reannounce:{moment.date().isoformat()}")
-        targets = [c.name for c in channels if c.wants(row["platform"], row["kind"], row["severity"], row["account"])]
+        targets = [c.name for c in channels if c.wants(row["platform"], row["kind"], row["severity"], row["account"],
+                                                                  row["store"])]
         wanted += [(row["id"], channel, purpose) for purpose in purposes for channel in targets]
     added = 0
     with db.atomic():

@@ -190,7 +190,7 @@ def _record(engine: Engine, account: AccountConfig, body: Body, header_id: str |
     channels: tuple[str, ...] = ()
     if result is not None and result.relevant:
         channels = tuple(channel.name for channel in engine.config.channels
-                         if channel.wants(result.platform, result.kind, result.severity, account.name))
+                         if channel.wants(result.platform, result.kind, result.severity, account.name, account.store))
     received = facts.date if facts.date is not None else internal_date
     return MessageRecord(key, message_id, body.uid, facts.subject, facts.sender, received, result, defects, channels)
 
