@@ -187,8 +187,9 @@ def _signals(
         if not isinstance(unless_forwarded, bool):
             problems.add(f"{located}.unless_forwarded", "must be true or false")
             continue
+        parts = branches(pattern)
         signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
-                              branches=branches(pattern), unless_forwarded=unless_forwarded))
+                              branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts)))
     return tuple(signals)
 
 

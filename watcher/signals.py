@@ -103,6 +103,15 @@ class Signal:
     pattern: re.Pattern[str]  # as written, case-insensitive
     branches: tuple[Branch, ...] = ()
     unless_forwarded: bool = False  # a not-a-notice signal that a forward's own cover note may trip
+    # Every branch needs one literal of its first trigger group; if a text has none of them all, no branch
+    # can match and the signal is skipped with one set test. None: some branch has no trigger.
+    gate: frozenset[str] | None = None
+
+    @staticmethod
+    def gate_of(branches: Sequence[Branch]) -> frozenset[str] | None:
+        if not branches or any(not branch.triggers for branch in branches):
+            return None
+        return frozenset(literal for branch in branches for literal in branch.triggers[0])
 
     def may_match(self, lowered: str) -> bool:
         """Return False when the pattern cannot match text whose lower-case form is ``lowered``."""
@@ -111,6 +120,9 @@ class Signal:
     def search(self, text: str, lowered: str) -> re.Match[str] | None:
         """Return the first match, found in ``lowered`` (``text.lower()``), or None."""
         best: re.Match[str] | None = None
+        if self.gate is not None and len(lowered) >= literals.SHORT_TEXT \
+                and literals.INDEX.present(lowered).isdisjoint(self.gate):
+            return None
         for branch in self.branches:
             if may_match(branch.triggers, lowered):
                 found = branch.search(lowered)
