@@ -7,11 +7,13 @@ them one by one costs hundreds of substring searches per message; an Aho-Corasic
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Iterable
 
 import ahocorasick
 
+_WORD = operator.itemgetter(1)  # automaton.iter yields (end index, word)
 SHORT_TEXT = 256  # below this, plain substring tests are cheaper than a pass of the automaton
 _CACHE_SIZE = 16
 
@@ -41,7 +43,7 @@ class LiteralIndex:
         if found is not None:
             return found
         automaton = self._automaton or self._build()
-        found = frozenset(word for _, word in automaton.iter(lowered)) if lowered else frozenset()
+        found = frozenset(map(_WORD, automaton.iter(lowered))) if lowered else frozenset()
         cache = self._cache
         if len(cache) >= _CACHE_SIZE:
             cache = self._cache = {}
