@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import threading
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -64,10 +66,10 @@ class SmtpSink:
         self._controller.stop()
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[LocalDovecot]:
-    """A Dovecot on 127.0.0.1 for the whole run; skipped when not installed (failed under CI)."""
-    server = LocalDovecot()
+@contextmanager
+def running_dovecot(**options: Any) -> Iterator[LocalDovecot]:
+    """Start a LocalDovecot with ``options``; skip the test when it cannot start (fail under CI=true)."""
+    server = LocalDovecot(**options)
     try:
         server.start()
     except SandboxError as error:
@@ -78,6 +80,13 @@ def dovecot() -> Iterator[LocalDovecot]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[LocalDovecot]:
+    """A Dovecot on 127.0.0.1 for the whole run; skipped when not installed (failed under CI)."""
+    with running_dovecot() as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -39,3 +44,35 @@ timeout_seconds = 10
 def run(config: Path, *args: str) -> Result:
     """Run the CLI in-process with ``--config config``."""
     return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
+
+
+class Watcher:
+    """A `watcher run` process whose stderr goes to a file the test can read while it runs."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self.output = log.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "watcher", "-v", "--config", str(config), "run"],
+                                        stdout=self.output, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 15, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while self.text().count(needle) < count:
+            assert self.process.poll() is None, self.text()
+            assert time.monotonic() < deadline, f"no {needle!r} in:\n{self.text()}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=12)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.output.close()
+        return self.process.returncode

@@ -18,8 +18,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from helpers import write_config
-from test_push import Watcher
+from helpers import Watcher, write_config
 
 from watcher.demo import sample_messages
 from watcher.sandbox import HttpSink, Mailbox

@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import run, write_config
-from test_push import Watcher
+from helpers import Watcher, run, write_config
 
 from watcher.demo import sample_messages
 from watcher.sandbox import HttpSink, LocalDovecot, Mailbox

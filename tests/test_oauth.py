@@ -20,14 +20,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from conftest import running_in_ci
+from conftest import running_dovecot
 from helpers import run
 
 from watcher.config import OAuthConfig, load_config
 from watcher.errors import ConfigError, OAuthError
 from watcher.oauth import Token, load_token, save_token
 from watcher.oauth_flows import DeviceAuthorization, browser_sign_in, poll_device_token
-from watcher.sandbox import LocalDovecot, Mailbox, SandboxError
+from watcher.sandbox import LocalDovecot, Mailbox
 from watcher.secrets import Secret
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,15 +139,8 @@ def token_server() -> Iterator[TokenServer]:
 
 @pytest.fixture(scope="module")
 def oauth_dovecot(token_server: TokenServer) -> Iterator[LocalDovecot]:
-    server = LocalDovecot(oauth2_introspection_url=token_server.url("/introspect"))
-    try:
-        server.start()
-    except SandboxError as error:
-        if running_in_ci():
-            pytest.fail(f"CI=true but the Dovecot sandbox cannot start: {error}")
-        pytest.skip(str(error))
-    yield server
-    server.stop()
+    with running_dovecot(oauth2_introspection_url=token_server.url("/introspect")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -13,44 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import run, write_config
+from helpers import Watcher, run, write_config
 
 from watcher.demo import sample_messages
 from watcher.sandbox import HttpSink, LocalDovecot, Mailbox
 
 SLOW_POLL = "[schedule]\npoll_seconds = 3600\n"  # only IDLE can notice new mail within these tests
-
-
-class Watcher:
-    """A `watcher run` process whose stderr goes to a file the test can read while it runs."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        self.output = log.open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "watcher", "-v", "--config", str(config), "run"],
-                                        stdout=self.output, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float = 15, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while self.text().count(needle) < count:
-            assert self.process.poll() is None, self.text()
-            assert time.monotonic() < deadline, f"no {needle!r} in:\n{self.text()}"
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=12)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.output.close()
-        return self.process.returncode
 
 
 @pytest.fixture
