@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from watcher.classify import classify
+from watcher.errors import RulesError
 from watcher.model import Classification
 from watcher.parse import parse_message
 from watcher.rules import RuleSet, load_rules
@@ -133,3 +134,38 @@ def test_a_user_rule_file_adds_a_signal(tmp_path: Path) -> None:
     rules = load_rules([extra])
     amazon = rules.platform("amazon")
     assert amazon is not None and any("storefront" in s.pattern.pattern for s in amazon.kind_signals)
+
+
+def _plain_notice(body: str) -> bytes:
+    return (
+        "From: Amazon <seller-notification@amazon.com>\r\nTo: s@shop.example\r\nSubject: Your account\r\n"
+        "Date: Tue, 3 Mar 2026 09:15:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n"
+    ).encode()
+
+
+def test_a_signal_does_not_count_in_a_sentence_its_unless_sentence_matches(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.toml"
+    extra.write_text(
+        'id = "amazon"\n[[signals.kind]]\nvalue = "reinstated"\npattern = "storefront is back"\n'
+        "unless_sentence = '''\\b(once|if)\\b'''\n",
+        encoding="utf-8",
+    )
+    rules = load_rules([extra])
+    conditional = classify(parse_message(_plain_notice("Once your storefront is back, check your listings.")), rules)
+    news = classify(parse_message(_plain_notice("Good news. Your storefront is back, check your listings.")), rules)
+    assert conditional.kind != "reinstated"
+    assert news.kind == "reinstated"
+
+
+def test_a_bad_unless_sentence_names_its_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "my.toml"
+    bad.write_text('[[signals.kind]]\nvalue = "reinstated"\npattern = "ok"\nunless_sentence = "(bad"\n', encoding="utf-8")
+    with pytest.raises(RulesError, match=r"my\.toml: signals\.kind\[0\]\.unless_sentence: invalid regex"):
+        load_rules([bad])
+
+
+def test_a_script_language_that_matches_latin_letters_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "my.toml"
+    bad.write_text('[[language.script]]\nvalue = "xx"\npattern = "[a-z]"\n', encoding="utf-8")
+    with pytest.raises(RulesError, match=r"language\.script\[\d+\]\.pattern: must match no ASCII character"):
+        load_rules([bad])

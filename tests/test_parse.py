@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import email
+import re
+from datetime import datetime
 from pathlib import Path
 
 import mailparser
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mailparser import dates as mailparser_dates
 
-from watcher.parse import html_to_text, parse_message, unwrap
+from watcher.parse import html_links, html_to_text, parse_message, unwrap
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -15,6 +21,8 @@ REALMAIL = ROOT.parent / "shared" / "realmail"
 VARIANTS = Path(__file__).with_name("mail") / "classify"
 needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason="corpus not present at ../shared/corpus")
 REALMAIL_FILES = sorted(p for p in REALMAIL.rglob("*") if p.is_file() and p.name != "README.md") if REALMAIL.exists() else []
+VARIANT_FILES = sorted(VARIANTS.glob("*.eml"))
+CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 
 
 @needs_corpus
@@ -141,3 +149,65 @@ def test_sender_and_recipients_are_those_mail_parser_finds(path: Path) -> None:
     senders = [("" if name == address else name, address.lower()) for name, address in theirs.from_ if address]
     assert ([(ours.from_name, ours.from_address)] if ours.from_address else []) == senders[:1]
     assert list(ours.to) == [address.lower() for _, address in theirs.to if address]
+
+
+HTML_SAMPLES = [
+    "<html><head><title>T</title><style>a{}</style></head><body><a href='https://a.example/'>A</a>"
+    "<!-- <a href='https://hidden.example/'>no</a> --><script>x='<a href=\"https://s.example/\">'</script>"
+    "<p><a HREF=\"https://b.example/?x=1&amp;y=2\">go <b>now</b></a></p><a name=top>anchor</a></body></html>",
+    "<a href='https://x.test/'>go <!-- never closed >now",
+    "<head><a href=https://unclosed-head.example/>in a head that never ends</a>",
+    "<a href='https://one.example/'>one<a href='https://two.example/'>two</a>",
+]
+
+
+@pytest.mark.parametrize("document", HTML_SAMPLES)
+def test_links_alone_are_the_links_the_full_conversion_finds(document: str) -> None:
+    assert [link.href for link in html_links(document)] == [link.href for link in html_to_text(document)[1]]
+
+
+@needs_corpus
+def test_mail_with_a_plain_part_keeps_the_links_of_its_html_part() -> None:
+    for path in sorted(CORPUS.glob("*.eml")):
+        message = parse_message(path.read_bytes())
+        raw = email.message_from_bytes(path.read_bytes())
+        html_parts = [p for p in raw.walk() if p.get_content_type() == "text/html" and not p.get_filename()]
+        plain_parts = [p for p in raw.walk() if p.get_content_type() == "text/plain" and not p.get_filename()]
+        if not (html_parts and plain_parts):
+            continue
+        document = "\n".join(p.get_payload(decode=True).decode(p.get_content_charset() or "utf-8") for p in html_parts)
+        expected = [link.href for link in html_to_text(document)[1]]
+        assert [link.href for link in message.links][: len(expected)] == expected, path.name
+
+
+@given(st.datetimes(min_value=datetime(1890, 1, 1), max_value=datetime(2100, 12, 31)), st.sampled_from(
+    ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", ""]), st.sampled_from(["+0000", "-0800", "+0530", "+2460"]))
+def test_date_header_defect_agrees_with_mail_parser(moment: datetime, weekday: str, zone: str) -> None:
+    value = f"{weekday + ', ' if weekday else ''}{moment.day} {moment:%b %Y %H:%M:%S} {zone}"
+    content = f"From: a@b.example\r\nDate: {value}\r\nSubject: s\r\n\r\nbody\r\n".encode()
+    expected = bool(mailparser_dates.parse_mail_date(value).reasons)
+    assert ("DateHeaderDefect" in parse_message(content).defects) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["See HTTPS://Sellercentral.Amazon.com/x and www.example.test/y.", "xhttp://no.example/ but (https://yes.example/)",
+     "İstanbul https://after-a-dotted-capital.example/"],
+)
+def test_bare_urls_are_found_whatever_their_case(text: str) -> None:
+    content = f"From: a@b.example\r\nSubject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n".encode()
+    found = [link.href for link in parse_message(content).links]
+    assert found == re.findall(r"""\b(?:https?://|www\.)[^\s<>"')\]]+""", text, re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", REALMAIL_FILES + VARIANT_FILES, ids=[p.name for p in REALMAIL_FILES + VARIANT_FILES])
+def test_headers_are_the_ones_the_standard_library_reads(path: Path) -> None:
+    content = path.read_bytes()
+    message = parse_message(content)
+    if any(defect.startswith(("email:", "parse:", "headers:")) for defect in message.defects):
+        return  # read by the fallback, which has its own tests
+    standard = email.message_from_bytes(content).items()
+    assert [name for name, _ in message.headers] == [name for name, _ in standard]
+    for (_, ours), (name, theirs) in zip(message.headers, standard, strict=True):
+        if "=?" not in str(theirs):  # encoded words are decoded: tested above
+            assert ours == " ".join(CONTROLS.sub("", str(theirs)).split())[:8000], name

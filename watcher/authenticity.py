@@ -7,6 +7,7 @@ Return-Path domains and the hosts that links point to are read.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -62,7 +63,14 @@ def within(domain: str, parent: str) -> bool:
 
 def is_own(domain: str, platform: Platform) -> bool:
     """Return True when ``domain`` belongs to ``platform``."""
-    return any(within(domain, own) for own in platform.domains)
+    return _within_any(domain, platform.domains)
+
+
+@functools.lru_cache(maxsize=4096)
+def _within_any(domain: str, parents: tuple[str, ...]) -> bool:
+    """Return True when ``domain`` is within one of ``parents`` (remembered: a message asks about the
+    same sender and link hosts for every platform, and so do the next messages)."""
+    return any(within(domain, parent) for parent in parents)
 
 
 def owner_of(domain: str, rules: RuleSet) -> Platform | None:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import date
 
-from watcher import authenticity, extract
+from watcher import authenticity, extract, literals
 from watcher.model import Classification, Evidence, ParsedMessage
 from watcher.rules import Platform, RuleSet
 from watcher.signals import Signal, digit_runs
@@ -28,22 +28,16 @@ MAX_CLASSIFIED_CHARS = 200_000
 
 def _first_hit(signals: Iterable[Signal], text: str, lowered: str) -> Evidence | None:
     """Return the evidence of the first of ``signals`` that matches ``text``, or None."""
+    present = literals.present_in(lowered)
     for signal in signals:
+        if signal.excluded_by(present):
+            continue
         found = signal.search(text, lowered)
         if found:
             return Evidence("", signal.value, signal.rule, found.group(0))
     return None
 
 
-def _ranked_hit(signals: Sequence[Signal], order: Sequence[str], text: str, lowered: str) -> Evidence | None:
-    """Return the evidence for the first value in ``order`` that one of ``signals`` suggests (the
-    first such signal, in sequence order); values absent from ``order`` never count.
-
-    Signals are tried value by value, most decisive first, so the search stops at the first hit.
-    """
-    rank = {value: position for position, value in enumerate(order)}
-    ranked = sorted((s for s in signals if s.value in rank), key=lambda s: rank[s.value])
-    return _first_hit(ranked, text, lowered)
 
 
 def _named(evidence: Evidence, field: str) -> Evidence:
@@ -109,8 +103,8 @@ def classify(
     if veto:
         log.debug("not a notice: %s", veto.signal)
         return Classification(relevant=False, language=language)
-    kind_signals = (*platform.kind_signals, *rules.kind_signals)
-    kind_hit = _ranked_hit(kind_signals, rules.kind_order, haystack, lowered)
+    kind_signals = rules.ranked_signals(platform, "kind")
+    kind_hit = _first_hit(kind_signals, haystack, lowered)
     if kind_hit is None:
         return Classification(relevant=False, language=language)
     kind = kind_hit.value
@@ -118,8 +112,7 @@ def classify(
 
     reason = "unknown"
     if kind not in rules.kinds_without_reason:
-        reason_signals = (*platform.reason_signals, *rules.reason_signals)
-        reason_hit = _ranked_hit(reason_signals, rules.reason_order, haystack, lowered)
+        reason_hit = _first_hit(rules.ranked_signals(platform, "reason"), haystack, lowered)
         if reason_hit is not None:
             reason = reason_hit.value
             evidence.append(_named(reason_hit, "reason"))

@@ -17,17 +17,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from watcher import literals
 from watcher.model import Evidence
 from watcher.rules import Platform, RuleSet
 from watcher.signals import digit_runs
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_SAMPLE = 2000  # characters of body read to decide the language
+LANGUAGE_SAMPLE = 1000  # characters of body read to decide the language
 REASON_TEXT_CHARS = 600
 _CUE_WINDOW = 24
 _VETO_WINDOW = 60
-_WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n")
 
 
@@ -42,10 +42,11 @@ class Found:
 def detect_language(text: str, rules: RuleSet) -> str:
     """Return the language id of ``text``: by script first (kana, Han), then by common words."""
     sample = text[:LANGUAGE_SAMPLE]
-    for signal in rules.script_languages:
+    scripts = () if sample.isascii() else rules.script_languages  # script patterns match no ASCII (rules.py)
+    for signal in scripts:
         if len(signal.pattern.findall(sample)) >= rules.script_minimum:
             return signal.value
-    counts = Counter(_WORD.findall(sample.lower()))
+    counts = Counter(sample.lower().split())  # a word next to punctuation is not counted: enough for common words
     best, best_count = rules.default_language, 0
     for language in rules.word_languages:
         count = sum(counts[word] for word in language.words if word in counts)
@@ -124,8 +125,11 @@ def find_deadline(
     sent_day = sent.astimezone(timezone.utc).date() if sent is not None else None
     lowered = text.lower() if lowered is None else lowered
     candidates: list[tuple[date, Evidence]] = []
+    present = literals.present_in(lowered)
     if relative_allowed and sent_day is not None:
         for rule in rules.relative_deadlines:
+            if rule.signal.excluded_by(present):
+                continue
             for found in rule.signal.finditer(lowered):
                 before = lowered[max(0, found.start() - _VETO_WINDOW) : found.start()]
                 if rules.deadline_veto.search(before):
@@ -138,6 +142,8 @@ def find_deadline(
                 candidates.append((value, Evidence("deadline", value.isoformat(), rule.signal.rule, found.group(0))))
     runs = digit_runs(lowered) if runs is None else runs
     for signal in rules.explicit_dates:
+        if signal.excluded_by(present):
+            continue
         for found in signal.finditer(lowered, runs):
             before = lowered[max(0, found.start() - _CUE_WINDOW) : found.start()]
             after = lowered[found.end() : found.end() + _CUE_WINDOW]
@@ -162,7 +168,10 @@ def find_ids(
     lowered = text.lower() if lowered is None else lowered
     aligned = len(lowered) == len(text)  # lower() keeps positions for all but a few characters
     runs = digit_runs(lowered) if runs is None else runs
+    present = literals.present_in(lowered)
     for signal in rules.id_rules:
+        if signal.excluded_by(present):
+            continue
         matches = signal.finditer(lowered, runs) if aligned else signal.pattern.finditer(text)
         for found in matches:
             start, end = found.span("id")

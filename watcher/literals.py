@@ -65,6 +65,11 @@ class LiteralIndex:
 INDEX = LiteralIndex()
 
 
+def present_in(lowered: str) -> frozenset[str] | None:
+    """Return the registered literals in ``lowered``, or None for a short text (test those one by one)."""
+    return INDEX.present(lowered) if len(lowered) >= SHORT_TEXT else None
+
+
 def may_match(triggers: tuple[tuple[str, ...], ...], lowered: str) -> bool:
     """Return True when ``lowered`` holds a literal of every trigger group."""
     if not triggers:

@@ -111,10 +111,17 @@ class RuleSet:
     boilerplate: re.Pattern[str]
     sources: tuple[str, ...] = field(default=())
     reason_cue_literals: tuple[str, ...] = ()  # every reason_cues match holds one (lower-case); () = unknown
+    ranked: dict[tuple[str, str], tuple[Signal, ...]] = field(default_factory=dict)  # see ranked_signals
 
     def platform(self, platform_id: str) -> Platform | None:
         """Return the platform with ``platform_id``, or None."""
         return next((p for p in self.platforms if p.id == platform_id), None)
+
+    def ranked_signals(self, platform: Platform, field: str) -> tuple[Signal, ...]:
+        """Return the ``field`` ("kind" or "reason") signals that count for ``platform``: its own and
+        the common ones, ordered by kind_order / reason_order (file order within one value), so
+        that the first to match names the most decisive value."""
+        return self.ranked[(platform.id, field)]
 
 
 class _Problems:
@@ -167,7 +174,7 @@ def _signals(
         if not isinstance(entry, dict):
             problems.add(located, "must be a table with 'pattern'")
             continue
-        unknown = set(entry) - {"value", "pattern", "note", "unit", "unless_forwarded"}
+        unknown = set(entry) - {"value", "pattern", "note", "unit", "unless_forwarded", "unless_sentence"}
         for name in sorted(unknown):
             problems.add(f"{located}.{name}", "unknown key")
         value = entry.get("value", "")
@@ -187,9 +194,15 @@ def _signals(
         if not isinstance(unless_forwarded, bool):
             problems.add(f"{located}.unless_forwarded", "must be true or false")
             continue
+        unless_sentence = None
+        if "unless_sentence" in entry:
+            unless_sentence = _compile(entry["unless_sentence"], f"{located}.unless_sentence", problems)
+            if unless_sentence is None:
+                continue
         parts = branches(pattern)
         signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
-                              branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts)))
+                              branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts),
+                              unless_sentence=unless_sentence))
     return tuple(signals)
 
 
@@ -354,6 +367,10 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
     if not isinstance(minimum, int):
         problems.add("language.script_minimum", "must be an integer")
         minimum = 5
+    scripts = _signals(language, "script", "language.", problems)
+    for index, script in enumerate(scripts):
+        if any(script.pattern.search(chr(code)) for code in range(128)):  # detect_language skips ASCII text
+            problems.add(f"language.script[{index}].pattern", "must match no ASCII character (scripts are non-Latin)")
     return {
         "severity": dict(severity),
         "kind_order": kind_order,
@@ -365,7 +382,7 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
         "not_notice": _signals(signals, "not_notice", "signals.", problems, needs_value=False),
         "funds_signals": _signals(signals, "funds", "signals.", problems, needs_value=False),
         "hold_days": _signals(signals, "hold_days", "signals.", problems, needs_value=False, group="n"),
-        "script_languages": _signals(language, "script", "language.", problems),
+        "script_languages": scripts,
         "word_languages": _language_words(language, problems),
         "default_language": language.get("default", "en"),
         "script_minimum": minimum,
@@ -429,8 +446,22 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     return RuleSet(
         platforms=platforms,
         sources=tuple(str(f) for f in files) + tuple(str(p) for p in extra_files),
+        ranked=_ranked(platforms, common),
         **common,
     )
+
+
+def _ranked(platforms: tuple[Platform, ...], common: dict[str, Any]) -> dict[tuple[str, str], tuple[Signal, ...]]:
+    """Return RuleSet.ranked: per platform and field, the signals in the order classify tries them;
+    signals whose value the order does not list never count and are left out."""
+    ranked: dict[tuple[str, str], tuple[Signal, ...]] = {}
+    for field_name in ("kind", "reason"):
+        rank = {value: position for position, value in enumerate(common[f"{field_name}_order"])}
+        for platform in platforms:
+            own: tuple[Signal, ...] = getattr(platform, f"{field_name}_signals")
+            candidates = [s for s in (*own, *common[f"{field_name}_signals"]) if s.value in rank]
+            ranked[(platform.id, field_name)] = tuple(sorted(candidates, key=lambda s: rank[s.value]))
+    return ranked
 
 
 def _check_extra_common(data: dict[str, Any], problems: _Problems) -> None:

@@ -66,6 +66,20 @@ class Branch:
 
 
 _DIGITS = re.compile(r"\d+")
+_SENTENCE_MARKS = ("\n", ". ", "! ", "? ", "; ", ": ", "。", "！", "？", "；")
+_SENTENCE_WINDOW = 300
+
+
+def sentence_before(lowered: str, start: int) -> str:
+    """Return the text from the start of the sentence holding ``start`` up to it (at most
+    _SENTENCE_WINDOW characters)."""
+    prefix = lowered[max(0, start - _SENTENCE_WINDOW) : start]
+    cut = 0
+    for mark in _SENTENCE_MARKS:
+        at = prefix.rfind(mark)
+        if at >= 0 and at + len(mark) > cut:
+            cut = at + len(mark)
+    return prefix[cut:]
 
 
 def digit_runs(lowered: str) -> list[tuple[int, int]]:
@@ -103,6 +117,9 @@ class Signal:
     pattern: re.Pattern[str]  # as written, case-insensitive
     branches: tuple[Branch, ...] = ()
     unless_forwarded: bool = False  # a not-a-notice signal that a forward's own cover note may trip
+    # A match does not count when the part of its sentence before it matches this (lower-case text):
+    # "once your account has been reactivated…" is an instruction, not news. None: every match counts.
+    unless_sentence: re.Pattern[str] | None = None
     # Every branch needs one literal of its first trigger group; if a text has none of them all, no branch
     # can match and the signal is skipped with one set test. None: some branch has no trigger.
     gate: frozenset[str] | None = None
@@ -112,6 +129,11 @@ class Signal:
         if not branches or any(not branch.triggers for branch in branches):
             return None
         return frozenset(literal for branch in branches for literal in branch.triggers[0])
+
+    def excluded_by(self, present: frozenset[str] | None) -> bool:
+        """Return True when ``present`` (``literals.present_in`` of a text) shows that no branch can
+        match that text; None (a short text) excludes nothing."""
+        return self.gate is not None and present is not None and present.isdisjoint(self.gate)
 
     def may_match(self, lowered: str) -> bool:
         """Return False when the pattern cannot match text whose lower-case form is ``lowered``."""
@@ -126,16 +148,22 @@ class Signal:
         for branch in self.branches:
             if may_match(branch.triggers, lowered):
                 found = branch.search(lowered)
+                while found is not None and self.vetoed(lowered, found.start()):
+                    found = branch.search(lowered, found.start() + 1)
                 if found is not None and (best is None or found.start() < best.start()):
                     best = found
         return best
+
+    def vetoed(self, lowered: str, start: int) -> bool:
+        """Return True when ``unless_sentence`` matches the sentence of ``lowered`` up to ``start``."""
+        return self.unless_sentence is not None and self.unless_sentence.search(sentence_before(lowered, start)) is not None
 
     def finditer(self, lowered: str, runs: Sequence[tuple[int, int]] | None = None) -> Iterator[re.Match[str]]:
         """Yield the matches in ``lowered`` (lower-case text), as the pattern as written would;
         ``runs`` (``digit_runs(lowered)``) lets a pattern that needs digits skip the prose."""
         live = [branch for branch in self.branches if may_match(branch.triggers, lowered)]
         if runs is not None and len(live) == 1 and live[0].digit_span:
-            yield from live[0].near_digits(lowered, runs)
+            yield from (found for found in live[0].near_digits(lowered, runs) if not self.vetoed(lowered, found.start()))
             return
         upcoming = [branch.search(lowered) for branch in live]
         position = 0
@@ -151,7 +179,8 @@ class Signal:
                 return
             found = upcoming[best_index]
             assert found is not None
-            yield found
+            if not self.vetoed(lowered, found.start()):
+                yield found
             position = max(found.end(), found.start() + 1)
 
 
