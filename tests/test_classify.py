@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from watcher import authenticity
 from watcher.classify import classify
 from watcher.errors import RulesError
 from watcher.model import Classification
@@ -136,21 +137,30 @@ def test_a_user_rule_file_adds_a_signal(tmp_path: Path) -> None:
     assert amazon is not None and any("storefront" in s.pattern.pattern for s in amazon.kind_signals)
 
 
-def _plain_notice(body: str) -> bytes:
+def _mail(sender: str, subject: str, body: str) -> bytes:
     return (
-        "From: Amazon <seller-notification@amazon.com>\r\nTo: s@shop.example\r\nSubject: Your account\r\n"
-        "Date: Tue, 3 Mar 2026 09:15:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n"
+        f"From: {sender}\r\nTo: s@shop.example\r\nSubject: {subject}\r\nDate: Tue, 3 Mar 2026 09:15:00 +0000\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
     ).encode()
 
 
-def test_a_signal_does_not_count_in_a_sentence_its_unless_sentence_matches(tmp_path: Path) -> None:
+def _plain_notice(body: str) -> bytes:
+    return _mail("Amazon <seller-notification@amazon.com>", "Your account", body)
+
+
+def _rules_with(tmp_path: Path, toml: str) -> RuleSet:
+    """Return the packaged rules extended by a user file holding ``toml``."""
     extra = tmp_path / "extra.toml"
-    extra.write_text(
+    extra.write_text(toml, encoding="utf-8")
+    return load_rules([extra])
+
+
+def test_a_signal_does_not_count_in_a_sentence_its_unless_sentence_matches(tmp_path: Path) -> None:
+    rules = _rules_with(
+        tmp_path,
         'id = "amazon"\n[[signals.kind]]\nvalue = "reinstated"\npattern = "storefront is back"\n'
         "unless_sentence = '''\\b(once|if)\\b'''\n",
-        encoding="utf-8",
     )
-    rules = load_rules([extra])
     conditional = classify(parse_message(_plain_notice("Once your storefront is back, check your listings.")), rules)
     news = classify(parse_message(_plain_notice("Good news. Your storefront is back, check your listings.")), rules)
     assert conditional.kind != "reinstated"
@@ -168,4 +178,43 @@ def test_a_script_language_that_matches_latin_letters_is_refused(tmp_path: Path)
     bad = tmp_path / "my.toml"
     bad.write_text('[[language.script]]\nvalue = "xx"\npattern = "[a-z]"\n', encoding="utf-8")
     with pytest.raises(RulesError, match=r"language\.script\[\d+\]\.pattern: must match no ASCII character"):
+        load_rules([bad])
+
+
+@pytest.mark.parametrize(
+    ("domain", "imitated"),
+    [("amozzon.com", "amazon"), ("amzon-seller.net", "amazon"), ("paypa1-secure.com", "paypal"),
+     ("amazon-seller-support.net", "amazon"), ("tanaka-shoten.example", None), ("shopping-tips.example", None),
+     ("ebay.de", None)],
+)
+def test_look_alike_sender_domains_are_told_from_ordinary_words(domain: str, imitated: str | None, rules: RuleSet) -> None:
+    found = authenticity.lookalike_of(domain, rules)
+    assert (found.id if found else None) == imitated
+
+
+def test_a_notice_no_phrase_foresaw_is_read_by_its_concepts(tmp_path: Path) -> None:
+    rules = _rules_with(
+        tmp_path,
+        '[concepts.words]\nwidget = [" widget"]\nfrozen = ["frobnicated"]\n'
+        '[[concepts.kind]]\nvalue = "listing_removed"\nall = ["widget", "frozen", "addressed"]\nunless = ["conditional"]\n',
+    )
+    said = classify(parse_message(_mail("notice@amazon.com", "Hello", "Sadly, we frobnicated your widget today.")), rules)
+    assert (said.relevant, said.kind) == (True, "listing_removed")
+    assert any(e.field == "kind" and "concepts.kind" in e.rule for e in said.evidence)
+    conditional = classify(parse_message(_mail("notice@amazon.com", "Hello", "If we frobnicated your widget, write.")), rules)
+    assert not conditional.relevant
+
+
+def test_concepts_do_not_read_mail_that_only_names_the_platform_in_its_body(rules: RuleSet) -> None:
+    body = "Ihre Auszahlungen wurden pausiert, schreibt uns ein Leser über sein Stripe-Konto."
+    article = classify(parse_message(_mail("news@blog.example", "Leserbrief", body)), rules)
+    notice = classify(parse_message(_mail("notifications@stripe.com", "Hinweis", body)), rules)
+    assert not article.relevant
+    assert (notice.relevant, notice.kind) == (True, "funds_held")
+
+
+def test_a_concept_entry_naming_an_unknown_concept_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "my.toml"
+    bad.write_text('[[concepts.kind]]\nvalue = "funds_held"\nall = ["no_such_concept"]\n', encoding="utf-8")
+    with pytest.raises(RulesError, match=r"concepts\.kind\[\d+\]\.all: must list names of concepts\.words"):
         load_rules([bad])

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from rapidfuzz.distance import Levenshtein
+
 from watcher.model import Evidence, ParsedMessage
 from watcher.rules import Platform, RuleSet
 
@@ -78,17 +80,6 @@ def owner_of(domain: str, rules: RuleSet) -> Platform | None:
     return next((p for p in rules.platforms if is_own(domain, p)), None)
 
 
-def _distance(first: str, second: str) -> int:
-    """Return the Levenshtein distance between two short strings."""
-    previous = list(range(len(second) + 1))
-    for i, a in enumerate(first, 1):
-        current = [i]
-        for j, b in enumerate(second, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
-        previous = current
-    return previous[-1]
-
-
 def resembles(text: str, brand: str, rules: RuleSet) -> bool:
     """Return True when a token of ``text`` is ``brand`` or a near miss of it (amaz0n, amozzon)."""
     normalised = text.lower().translate(_LEET)
@@ -98,7 +89,12 @@ def resembles(text: str, brand: str, rules: RuleSet) -> bool:
         return False
     limit = 1 if len(brand) <= 5 else rules.lookalike_distance
     for token in re.split(r"[^a-z]+", normalised):
-        if abs(len(token) - len(brand)) <= limit and _distance(token, brand) <= limit:
+        if abs(len(token) - len(brand)) > limit:
+            continue
+        distance = Levenshtein.distance(token, brand, score_cutoff=limit + 1)
+        # Two edits turn many ordinary words into a brand ("shoten" → "shopee"); a typosquat keeps
+        # the brand's outline, so at that distance the first and last letters must be the brand's.
+        if distance <= 1 or (distance <= limit and token[0] == brand[0] and token[-1] == brand[-1]):
             return True
     return False
 

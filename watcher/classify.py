@@ -24,6 +24,7 @@ from watcher.signals import Signal, digit_runs
 log = logging.getLogger(__name__)
 
 MAX_CLASSIFIED_CHARS = 200_000
+BODY_CLAIM = "platform named in the body"
 
 
 def _first_hit(signals: Iterable[Signal], text: str, lowered: str) -> Evidence | None:
@@ -38,6 +39,12 @@ def _first_hit(signals: Iterable[Signal], text: str, lowered: str) -> Evidence |
     return None
 
 
+
+
+def _with_concepts(phrase_hit: Evidence | None, subject: str, text: str, rules: RuleSet) -> Evidence | None:
+    """Return the kind evidence: the phrase's when one matched, else the first sentence whose
+    concepts name a kind (concepts.py)."""
+    return phrase_hit if phrase_hit is not None else rules.concepts.first(subject, text)
 
 
 def _named(evidence: Evidence, field: str) -> Evidence:
@@ -72,7 +79,7 @@ def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Pl
     count, platform = max(counts, key=lambda pair: pair[0], default=(0, None))
     if platform is None or count == 0:
         return None
-    return platform, Evidence("platform", platform.id, "platform named in the body", f"{count} mentions")
+    return platform, Evidence("platform", platform.id, BODY_CLAIM, f"{count} mentions")
 
 
 def classify(
@@ -105,6 +112,8 @@ def classify(
         return Classification(relevant=False, language=language)
     kind_signals = rules.ranked_signals(platform, "kind")
     kind_hit = _first_hit(kind_signals, haystack, lowered)
+    if platform_evidence.rule != BODY_CLAIM:  # not for articles and adverts that merely name it
+        kind_hit = _with_concepts(kind_hit, message.subject, text, rules)
     if kind_hit is None:
         return Classification(relevant=False, language=language)
     kind = kind_hit.value

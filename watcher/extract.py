@@ -126,11 +126,12 @@ def find_deadline(
     lowered = text.lower() if lowered is None else lowered
     candidates: list[tuple[date, Evidence]] = []
     present = literals.present_in(lowered)
+    runs = digit_runs(lowered) if runs is None else runs
     if relative_allowed and sent_day is not None:
         for rule in rules.relative_deadlines:
             if rule.signal.excluded_by(present):
                 continue
-            for found in rule.signal.finditer(lowered):
+            for found in rule.signal.finditer(lowered, runs):
                 before = lowered[max(0, found.start() - _VETO_WINDOW) : found.start()]
                 if rules.deadline_veto.search(before):
                     continue
@@ -140,7 +141,6 @@ def find_deadline(
                     continue
                 value = sent_day + timedelta(days=days)
                 candidates.append((value, Evidence("deadline", value.isoformat(), rule.signal.rule, found.group(0))))
-    runs = digit_runs(lowered) if runs is None else runs
     for signal in rules.explicit_dates:
         if signal.excluded_by(present):
             continue

@@ -394,7 +394,9 @@ def _parts_in_order(message: email.message.Message, defects: set[str]) -> list[t
         parts.append((part, inside))
         if part.is_multipart():
             disposition = part.get_content_disposition()
-            blocks_inline = disposition not in (None, "inline") or (disposition != "inline" and bool(part.get_filename()))
+            blocks_inline = disposition not in (None, "inline") or (
+                disposition != "inline" and _may_be_named(part) and bool(part.get_filename())
+            )
             if inside or blocks_inline:
                 attached.update(id(child) for child in part.get_payload())
     boundary = message.get_boundary()
@@ -408,6 +410,12 @@ def _parts_in_order(message: email.message.Message, defects: set[str]) -> list[t
             except Exception:
                 log.info("the part after a missing start boundary cannot be read")
     return parts
+
+
+def _may_be_named(part: email.message.Message) -> bool:
+    """Return False when neither Content-Type nor Content-Disposition holds "name": get_filename
+    then finds no file name, and asking it would parse both headers' parameters to say so."""
+    return any("name" in str(part.get(header, "")).lower() for header in ("content-type", "content-disposition"))
 
 
 def _body_text(part: email.message.Message, charset: str, defects: set[str]) -> str:
@@ -437,7 +445,10 @@ def _walk_body(message: email.message.Message) -> _Body:
     body = _Body()
     for part, inside_attachment in _parts_in_order(message, body.defects):
         metadata, header_defects = mailparser_utils.mime_header_view(part)
-        filename = mailparser_utils.decode_header_part(metadata.get_filename(), defects=header_defects)
+        filename = (
+            mailparser_utils.decode_header_part(metadata.get_filename(), defects=header_defects)
+            if _may_be_named(metadata) else ""
+        )
         if header_defects:
             body.defects.add("MimeHeaderDefect")
         disposition = str(metadata.get_content_disposition() or "").lower()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watcher import concepts as concept_rules
+from watcher.concepts import Concepts
 from watcher.errors import RulesError
 from watcher.model import KINDS, SEVERITIES
 from watcher.signals import Signal, branches, required_literals
@@ -112,6 +114,7 @@ class RuleSet:
     sources: tuple[str, ...] = field(default=())
     reason_cue_literals: tuple[str, ...] = ()  # every reason_cues match holds one (lower-case); () = unknown
     ranked: dict[tuple[str, str], tuple[Signal, ...]] = field(default_factory=dict)  # see ranked_signals
+    concepts: Concepts = field(default_factory=lambda: Concepts(words={}, rules=()))  # the second tier of kinds
 
     def platform(self, platform_id: str) -> Platform | None:
         """Return the platform with ``platform_id``, or None."""
@@ -125,11 +128,13 @@ class RuleSet:
 
 
 class _Problems:
-    """Collect located problems for one file."""
+    """Collect located problems for one file; carries the named sentence vetoes (common.toml's
+    [sentence_vetoes]) that its signals' ``unless_sentence`` may name."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, sentence_vetoes: dict[str, re.Pattern[str]] | None = None) -> None:
         self.source = source
         self.items: list[str] = []
+        self.sentence_vetoes = sentence_vetoes or {}
 
     def add(self, where: str, problem: str) -> None:
         self.items.append(f"{self.source}: {where}: {problem}")
@@ -196,7 +201,7 @@ def _signals(
             continue
         unless_sentence = None
         if "unless_sentence" in entry:
-            unless_sentence = _compile(entry["unless_sentence"], f"{located}.unless_sentence", problems)
+            unless_sentence = _sentence_veto(entry["unless_sentence"], f"{located}.unless_sentence", problems)
             if unless_sentence is None:
                 continue
         parts = branches(pattern)
@@ -204,6 +209,28 @@ def _signals(
                               branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts),
                               unless_sentence=unless_sentence))
     return tuple(signals)
+
+
+def _sentence_veto(value: Any, where: str, problems: _Problems) -> re.Pattern[str] | None:
+    """Return the pattern of an ``unless_sentence``: a regular expression, or a list of names of
+    [sentence_vetoes] in common.toml (any of them vetoes)."""
+    if not isinstance(value, list):
+        return _compile(value, where, problems)
+    unknown = [name for name in value if name not in problems.sentence_vetoes]
+    if not value or unknown:
+        known = ", ".join(sorted(problems.sentence_vetoes)) or "none"
+        problems.add(where, f"names unknown sentence vetoes {unknown or value!r} (known: {known})")
+        return None
+    return re.compile("|".join(f"(?:{problems.sentence_vetoes[name].pattern})" for name in value), re.IGNORECASE)
+
+
+def _named_vetoes(common: dict[str, Any], problems: _Problems) -> dict[str, re.Pattern[str]]:
+    table = common.get("sentence_vetoes", {})
+    if not isinstance(table, dict):
+        problems.add("sentence_vetoes", "must be a table of name = pattern")
+        return {}
+    compiled = {name: _compile(value, f"sentence_vetoes.{name}", problems) for name, value in table.items()}
+    return {name: pattern for name, pattern in compiled.items() if pattern is not None}
 
 
 def _language_words(language: dict[str, Any], problems: _Problems) -> tuple[LanguageWords, ...]:
@@ -372,6 +399,9 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
         if any(script.pattern.search(chr(code)) for code in range(128)):  # detect_language skips ASCII text
             problems.add(f"language.script[{index}].pattern", "must match no ASCII character (scripts are non-Latin)")
     return {
+        "concepts": concept_rules.load(
+            data.get("concepts"), kind_order, KINDS, problems.add, problems.source, problems.sentence_vetoes
+        ),
         "severity": dict(severity),
         "kind_order": kind_order,
         "reason_order": _strings(data, "reason_order", "", problems),
@@ -413,12 +443,15 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
         raise RulesError(f"{common_path}: missing")
     problems: list[str] = []
     common_data = _read(common_path)
+    located_vetoes = _Problems(COMMON_FILE)
+    vetoes = _named_vetoes(common_data, located_vetoes)
+    problems.extend(located_vetoes.items)
     platform_parts: dict[str, list[dict[str, Any]]] = {}
     platform_sources: dict[str, list[str]] = {}
     extra_common: list[dict[str, Any]] = []
     for path in [f for f in files if f != common_path] + [Path(p) for p in extra_files]:
         data = _read(path)
-        located = _Problems(path.name)
+        located = _Problems(path.name, vetoes)
         platform_id = data.get("id")
         if platform_id is None:
             _check_extra_common(data, located)
@@ -434,7 +467,7 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     if problems:
         raise RulesError("; ".join(problems))
     merged = _merge_common(common_data, extra_common)
-    located_common = _Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)")
+    located_common = _Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)", vetoes)
     common = _common(merged, located_common)
     problems.extend(located_common.items)
     if problems:

@@ -35,6 +35,7 @@ class Branch:
     word_start: bool
     triggers: tuple[tuple[str, ...], ...]
     digit_span: int = 0  # > 0: every match holds a digit and is at most this long (see near_digits)
+    digit_run: int = 1  # every match holds at least this many digits in a row (see near_digits)
 
     def may_match(self, lowered: str) -> bool:
         return may_match(self.triggers, lowered)
@@ -58,6 +59,8 @@ class Branch:
         (the spans of ``digit_runs(lowered)``): the pattern has no lookaround, so cutting the text
         where no match can reach changes nothing, and prose without digits is skipped."""
         position, span = 0, self.digit_span
+        if self.digit_run > 1:  # a run too short to hold the pattern's digits cannot anchor a match
+            runs = [(start, end) for start, end in runs if end - start >= self.digit_run]
         for start, end in _windows(runs, span, len(lowered)):
             position = max(position, start)
             while (found := self.search(lowered, position, end)) is not None:
@@ -260,7 +263,8 @@ def _branch(source: str, flags: int) -> Branch:
         fast = re.compile(lowered[2:] if word_start else lowered, re.MULTILINE)
     except re.error:  # lowering changed its meaning (rare): run the case-insensitive pattern
         return Branch(re.compile(source, flags), False, triggers)
-    return Branch(fast, word_start, triggers, _digit_span(fast))
+    span = _digit_span(fast)
+    return Branch(fast, word_start, triggers, span, _digit_run(fast) if span else 1)
 
 
 _MAX_DIGIT_SPAN = 200
@@ -284,6 +288,38 @@ def _digit_span(pattern: re.Pattern[str]) -> int:
         return 0
     longest = int(parsed.getwidth()[1])
     return longest if 0 < longest <= _MAX_DIGIT_SPAN else 0
+
+
+def _digit_run(pattern: re.Pattern[str]) -> int:
+    """Return how many decimal digits in a row every match of ``pattern`` holds (at least 1)."""
+    from re import _parser as sre_parse  # type: ignore[attr-defined]  # private; stable since Python 3.11
+    try:
+        return max(1, _longest_required_run(list(sre_parse.parse(pattern.pattern, pattern.flags))))
+    except Exception:
+        return 1
+
+
+def _longest_required_run(items: Any) -> int:
+    """Return the longest run of digits that every match of the parsed sequence ``items`` holds:
+    adjacent digit items add up, anything else ends a run; alternatives count their weakest."""
+    best = current = 0
+    for op, argument in items:
+        name = str(op)
+        if name == "LITERAL" and chr(argument).isdecimal() or name == "IN" and _is_digit_class(argument):
+            current += 1
+        elif name in ("MAX_REPEAT", "MIN_REPEAT") and argument[2] and len(argument[2]) == 1 \
+                and str(argument[2][0][0]) == "IN" and _is_digit_class(argument[2][0][1]):
+            current += argument[0]  # \d{4}: its minimum count of digits in a row
+            if argument[1] != argument[0]:  # a variable count: what follows is not sure to be adjacent
+                best, current = max(best, current), 0
+        else:
+            inner = 0
+            if name == "SUBPATTERN":
+                inner = _longest_required_run(argument[-1])
+            elif name == "BRANCH":
+                inner = min(_longest_required_run(branch) for branch in argument[1])
+            best, current = max(best, current, inner), 0
+    return max(best, current)
 
 
 def _children(op: str, argument: Any) -> list[Any]:
