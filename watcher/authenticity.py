@@ -7,7 +7,6 @@ Return-Path domains and the hosts that links point to are read.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -49,6 +48,9 @@ def host_of(url: str) -> str:
     candidate = url.strip()
     if candidate.lower().startswith("www."):
         candidate = "http://" + candidate
+    plain = _PLAIN_WEB_URL.match(candidate)
+    if plain is not None:  # no user, port, brackets or stray whitespace: what urlsplit would say
+        return plain.group(1).lower().rstrip(".")
     try:
         parts = urlsplit(candidate)
     except ValueError:
@@ -58,6 +60,9 @@ def host_of(url: str) -> str:
     return (parts.hostname or "").lower().rstrip(".")
 
 
+_PLAIN_WEB_URL = re.compile(r"(?i:https?)://([A-Za-z0-9.-]+)(?=[/?#]|\Z)")
+
+
 def within(domain: str, parent: str) -> bool:
     """Return True when ``domain`` is ``parent`` or one of its subdomains."""
     return bool(domain) and (domain == parent or domain.endswith("." + parent))
@@ -65,14 +70,13 @@ def within(domain: str, parent: str) -> bool:
 
 def is_own(domain: str, platform: Platform) -> bool:
     """Return True when ``domain`` belongs to ``platform``."""
-    return _within_any(domain, platform.domains)
+    return bool(domain) and not platform.domain_set.isdisjoint(_suffixes(domain))
 
 
-@functools.lru_cache(maxsize=4096)
-def _within_any(domain: str, parents: tuple[str, ...]) -> bool:
-    """Return True when ``domain`` is within one of ``parents`` (remembered: a message asks about the
-    same sender and link hosts for every platform, and so do the next messages)."""
-    return any(within(domain, parent) for parent in parents)
+def _suffixes(domain: str) -> list[str]:
+    """Return ``domain`` and each parent domain of it ("a.b.c" → a.b.c, b.c, c)."""
+    labels = domain.split(".")
+    return [".".join(labels[index:]) for index in range(len(labels))]
 
 
 def owner_of(domain: str, rules: RuleSet) -> Platform | None:

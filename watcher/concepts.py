@@ -3,7 +3,8 @@
 The kind signals (rules TOML ``[[signals.kind]]``) are phrases: precise, but a notice worded in a
 way none of them foresaw is missed. When none matches, the notice is read sentence by sentence (the
 subject is one of them) and a kind is recognised when every concept of one of its ``[[concepts.kind]]``
-entries occurs in one sentence and none of the concepts that entry excludes does: "Ihre Auszahlungen
+entries occurs in one sentence (and those it needs "anywhere" somewhere in the message) and none
+of the concepts that entry excludes does: "Ihre Auszahlungen
 wurden pausiert" holds a payout word and a pause word, so funds are held, whatever the grammar
 around them. The first sentence that satisfies an entry decides (a notice says what happened first,
 why later); entries are tried in kind_order within a sentence. Concepts are lists of lower-case
@@ -39,6 +40,7 @@ class ConceptRule:
     required: frozenset[str]
     excluded: frozenset[str]
     unless: re.Pattern[str] | None = None  # a sentence this matches does not count (named sentence vetoes)
+    anywhere: frozenset[str] = frozenset()  # concepts the message must hold somewhere, in any sentence
 
 
 @dataclass(slots=True)
@@ -60,10 +62,11 @@ class Concepts:
         subject_count = sum(1 for start, _, _ in sentences if start < len(subject) + 1)
         for index in range(subject_count):
             held.setdefault(index, set()).update(self.subject_has)
+        everywhere = set().union(*held.values())
         for index in sorted(held):
             concepts = held[index]
             for rule in self.rules:
-                if not (rule.required <= concepts and rule.excluded.isdisjoint(concepts)):
+                if not (rule.required <= concepts and rule.excluded.isdisjoint(concepts) and rule.anywhere <= everywhere):
                     continue
                 sentence = " ".join(sentences[index][2].split())
                 if rule.unless is None or rule.unless.search(sentence.lower()) is None:
@@ -149,7 +152,7 @@ def load(table: Any, kind_order: tuple[str, ...], kinds: Iterable[str], problem:
             problem(f"{where}.value", "must be a kind")
             continue
         parts: dict[str, frozenset[str]] = {}
-        for key, known in (("all", words), ("none", words), ("unless", vetoes)):
+        for key, known in (("all", words), ("none", words), ("anywhere", words), ("unless", vetoes)):
             names = entry.get(key, [])
             if not isinstance(names, list) or any(name not in known for name in names) or (key == "all" and not names):
                 table_name = "concepts.words" if known is words else "sentence_vetoes"
@@ -157,7 +160,9 @@ def load(table: Any, kind_order: tuple[str, ...], kinds: Iterable[str], problem:
             parts[key] = frozenset(name for name in names if name in known) if isinstance(names, list) else frozenset()
         unless = re.compile("|".join(f"(?:{vetoes[name].pattern})" for name in sorted(parts["unless"]))) if parts["unless"] else None
         if parts["all"]:
-            rules.append(ConceptRule(f"{source}: {where}", entry["value"], parts["all"], parts["none"], unless))
+            rules.append(
+                ConceptRule(f"{source}: {where}", entry["value"], parts["all"], parts["none"], unless, parts["anywhere"])
+            )
     rank = {kind: position for position, kind in enumerate(kind_order)}
     rules.sort(key=lambda rule: rank.get(rule.value, len(rank)))
     subject_has = table.get("subject_has", [])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -46,13 +45,13 @@ def detect_language(text: str, rules: RuleSet) -> str:
     for signal in scripts:
         if len(signal.pattern.findall(sample)) >= rules.script_minimum:
             return signal.value
-    counts = Counter(sample.lower().split())  # a word next to punctuation is not counted: enough for common words
-    best, best_count = rules.default_language, 0
-    for language in rules.word_languages:
-        count = sum(counts[word] for word in language.words if word in counts)
-        if count > best_count:
-            best, best_count = language.language, count
-    return best
+    counts = [0] * len(rules.word_languages)
+    index = rules.word_index
+    for word in sample.lower().split():  # a word next to punctuation is not counted: enough for common words
+        for position in index.get(word, ()):
+            counts[position] += 1
+    best = max(range(len(counts)), key=counts.__getitem__, default=-1)  # the first of the most used
+    return rules.word_languages[best].language if best >= 0 and counts[best] else rules.default_language
 
 
 def find_marketplace(subject: str, text: str, platform: Platform, rules: RuleSet) -> Found | None:

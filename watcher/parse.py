@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.header import decode_header, make_header
 from email.parser import BytesParser
-from email.policy import Compat32
+from email.policy import Compat32, compat32
+from typing import Any
 
 from mailparser import dates as mailparser_dates
 from mailparser import utils as mailparser_utils
@@ -58,6 +59,7 @@ _DATE = re.compile(
 )
 # Control characters other than tab and line breaks: NUL bytes, terminal escapes, DEL.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+_CONTROL_CHARS = tuple(chr(code) for code in (*range(9), 11, 12, *range(14, 32), 127))  # what _CONTROLS removes
 
 # HTML: one tokenizer searched forward, so every construct costs time linear in the document.
 _MARKUP = re.compile(r"<(?:(!--)|(/?)([A-Za-z][A-Za-z0-9]*)([^>]*)>|[!?/][^>]*>)")
@@ -71,7 +73,6 @@ _BLOCKS = frozenset(
 )
 _CELLS = frozenset(("td", "th"))
 _HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]{2,}|[\t\r\f\v\xa0]")  # single spaces need no rewrite
 _ODD_SPACES = ("  ", "\t", "\r", "\f", "\v", "\xa0")  # what _SPACES rewrites contains one of these
 _LINE_EDGES = re.compile(r" \n ?|\n ")
@@ -166,7 +167,7 @@ def html_to_text(document: str) -> tuple[str, tuple[Link, ...]]:
             pieces.append(" ")
     add_text(position, len(document))
     close_anchor()
-    text = _WHITESPACE.sub(" ", html.unescape("".join(pieces))).replace(_BREAK, "\n")
+    text = " ".join(html.unescape("".join(pieces)).split()).replace(_BREAK, "\n")  # \x00 is no space to split()
     return _tidy(text), tuple(links)
 
 
@@ -493,12 +494,25 @@ def _plain_mailbox(value: object) -> list[tuple[str, str]] | None:
     return [(name, found["angle"])]
 
 
-def _address_pairs(message: email.message.Message, defects: set[str]) -> dict[str, list[tuple[str, str]]]:
+def _raw_fields(message: email.message.Message) -> dict[str, list[Any]]:
+    """Return the message's header values as stored, by lower-case name: one pass over the
+    headers, where every ``get_all`` would make one of its own."""
+    fields: dict[str, list[Any]] = {}
+    for name, value in message.raw_items():
+        fields.setdefault(name.lower(), []).append(value)
+    return fields
+
+
+def _address_pairs(message: email.message.Message, fields: dict[str, list[Any]],
+                   defects: set[str]) -> dict[str, list[tuple[str, str]]]:
     """Return the (name, lower-case address) pairs of the first of each address header, parsed by
-    mail-parser (display names decoded in context); a malformed address header is a defect."""
+    mail-parser (display names decoded in context); a malformed address header is a defect.
+    ``fields`` is ``_raw_fields(message)``; values go through the policy as ``get_all`` would."""
     pairs: dict[str, list[tuple[str, str]]] = {}
+    fetch = message.policy.header_fetch_parse
     for name in _ADDRESS_HEADERS:
-        for occurrence, value in enumerate(message.get_all(name) or ()):
+        values = [v if isinstance(v, str) and v.isascii() else fetch(name, v) for v in fields.get(name, ())]
+        for occurrence, value in enumerate(values):
             parsed = _plain_mailbox(value)
             if parsed is None:
                 problems: list[object] = []
@@ -510,12 +524,11 @@ def _address_pairs(message: email.message.Message, defects: set[str]) -> dict[st
     return pairs
 
 
-def _check_dates(message: email.message.Message, defects: set[str]) -> None:
-    """Add DateHeaderDefect when a Date or Resent-Date header is malformed (mail-parser's checks)."""
-    for name, raw in message.raw_items():
-        if name.lower() not in ("date", "resent-date") or _canonical_date(raw):
-            continue
-        if mailparser_dates.parse_mail_date(raw).reasons:
+def _check_dates(fields: dict[str, list[Any]], defects: set[str]) -> None:
+    """Add DateHeaderDefect when a Date or Resent-Date header (of ``_raw_fields``) is malformed
+    (mail-parser's checks)."""
+    for raw in (*fields.get("date", ()), *fields.get("resent-date", ())):
+        if not _canonical_date(raw) and mailparser_dates.parse_mail_date(raw).reasons:
             defects.add("DateHeaderDefect")
 
 
@@ -559,7 +572,9 @@ def _read_mime(content: bytes, defects: list[str]) -> tuple[email.message.Messag
     oversized: list[str] = []
     content = _bounded(content, defects)
     try:
-        message = email.message_from_bytes(content, policy=_POLICY.clone(oversized=oversized))  # type: ignore[call-arg]
+        # A message shorter than the cap cannot hold a header longer than it: the plain policy will do.
+        policy = compat32 if len(content) <= MAX_RAW_HEADER_CHARS else _POLICY.clone(oversized=oversized)  # type: ignore[call-arg]
+        message = email.message_from_bytes(content, policy=policy)
     except Exception as error:  # e.g. RecursionError on multiparts nested hundreds deep
         defects.append(f"email: {type(error).__name__}")
         message = _headers_only(content, defects)
@@ -568,8 +583,9 @@ def _read_mime(content: bytes, defects: list[str]) -> tuple[email.message.Messag
         defects.append("OversizedHeaderDefect")
     try:
         body = _walk_body(message)
-        addresses = _address_pairs(message, body.defects)
-        _check_dates(message, body.defects)
+        fields = _raw_fields(message)
+        addresses = _address_pairs(message, fields, body.defects)
+        _check_dates(fields, body.defects)
     except Exception as error:  # a helper gave up on a broken message; keep what email can read
         log.info("MIME walk failed (%s); reading text/plain parts only", type(error).__name__)
         defects.append(f"mime: {type(error).__name__}")
@@ -623,14 +639,17 @@ def _assemble(message: email.message.Message, body: _Body, addresses: dict[str, 
     degraded = not addresses  # the MIME walk gave up: read the address headers on their own
     if degraded:
         try:
-            addresses = _address_pairs(message, found)
+            addresses = _address_pairs(message, _raw_fields(message), found)
         except Exception as error:
             log.info("address headers unreadable by mail-parser (%s)", type(error).__name__)
     from_pairs, to_pairs, reply_pairs = (addresses.get(name, []) for name in ("from", "to", "reply-to"))
 
+    firsts: dict[str, str] = {}
+    for key, value in headers:
+        firsts.setdefault(key.lower(), value)
+
     def first(name: str) -> str | None:
-        wanted = name.lower()
-        return next((value for key, value in headers if key.lower() == wanted), None)
+        return firsts.get(name)
 
     def all_of(name: str) -> list[str]:
         wanted = name.lower()
@@ -656,7 +675,7 @@ def _assemble(message: email.message.Message, body: _Body, addresses: dict[str, 
         if orphans:
             plain += "\n\n" + html_to_text("\n".join(orphans))[0]
     text = (plain or html_text)[:MAX_TEXT_CHARS]
-    clean_text = _CONTROLS.sub("", text)
+    clean_text = _CONTROLS.sub("", text) if any(char in text for char in _CONTROL_CHARS) else text
     if len(clean_text) != len(text):
         found.add("ControlCharacterDefect")
     links = links_in_html + tuple(_link_texts(plain[:MAX_TEXT_CHARS])) if plain else links_in_html

@@ -52,6 +52,7 @@ class Platform:
     name_list: tuple[str, ...]  # the same names, lower-case
     brands: tuple[str, ...]  # lower-case tokens used to recognise look-alike domains
     domains: tuple[str, ...]  # the platform's own mail and web domains (subdomains count)
+    domain_set: frozenset[str]  # the same, for lookups
     link_exceptions: tuple[LinkException, ...]
     marketplaces: tuple[Marketplace, ...]
     marketplace_pattern: re.Pattern[str] | None
@@ -94,6 +95,7 @@ class RuleSet:
     hold_days: tuple[Signal, ...]  # group "n"
     script_languages: tuple[Signal, ...]  # value = language, pattern = character class
     word_languages: tuple[LanguageWords, ...]
+    word_index: dict[str, tuple[int, ...]]  # common word → positions in word_languages of the languages using it
     default_language: str
     script_minimum: int
     free_mail: tuple[str, ...]
@@ -246,6 +248,14 @@ def _language_words(language: dict[str, Any], problems: _Problems) -> tuple[Lang
     return tuple(result)
 
 
+def _word_index(languages: tuple[LanguageWords, ...]) -> dict[str, tuple[int, ...]]:
+    index: dict[str, list[int]] = {}
+    for position, language in enumerate(languages):
+        for word in language.words:
+            index.setdefault(word, []).append(position)
+    return {word: tuple(positions) for word, positions in index.items()}
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -336,6 +346,7 @@ def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list
         name_list=tuple(dict.fromkeys(n.lower() for n in names)),
         brands=tuple(dict.fromkeys(b for part in parts for b in part["brands"])),
         domains=tuple(dict.fromkeys(d for part in parts for d in part["domains"])),
+        domain_set=frozenset(d for part in parts for d in part["domains"]),
         link_exceptions=tuple(e for part in parts for e in part["link_exceptions"]),
         marketplaces=marketplaces,
         marketplace_pattern=market_pattern,
@@ -413,7 +424,8 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
         "funds_signals": _signals(signals, "funds", "signals.", problems, needs_value=False),
         "hold_days": _signals(signals, "hold_days", "signals.", problems, needs_value=False, group="n"),
         "script_languages": scripts,
-        "word_languages": _language_words(language, problems),
+        "word_languages": (word_languages := _language_words(language, problems)),
+        "word_index": _word_index(word_languages),
         "default_language": language.get("default", "en"),
         "script_minimum": minimum,
         "free_mail": tuple(d.lower() for d in _strings(authenticity, "free_mail", "authenticity.", problems)),
