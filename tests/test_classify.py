@@ -218,3 +218,24 @@ def test_a_concept_entry_naming_an_unknown_concept_is_refused(tmp_path: Path) ->
     bad.write_text('[[concepts.kind]]\nvalue = "funds_held"\nall = ["no_such_concept"]\n', encoding="utf-8")
     with pytest.raises(RulesError, match=r"concepts\.kind\[\d+\]\.all: must list names of concepts\.words"):
         load_rules([bad])
+
+
+@pytest.mark.parametrize(
+    ("sender", "subject", "body"),
+    [
+        ("seller-notification@amazon.com", "Please verify your email address",
+         "Hello, a new user was added to your Seller Central account. Please verify your email address by clicking the "
+         "link below to finish setting up your login."),
+        ("service@paypal.com", "Your hold has been released",
+         "Good news: the hold on your payment of $120.00 has been released and the money is now available in your balance."),
+        ("fba-noreply@amazon.com", "Your removal order has shipped",
+         "Your removal order 12345 has shipped from our fulfillment center. Removed units: 24."),
+        ("seller-news@amazon.com", "Tips to keep your account healthy",
+         "Learn how to avoid account deactivation: keep your order defect rate under 1% and respond to buyers within 24 hours."),
+        ("info@ebay.com", "Confirm your identity to finish signing in",
+         "We need to confirm it's you. Enter the code 123456 to finish signing in to your eBay account."),
+    ],
+)
+def test_ordinary_platform_mail_with_alarming_words_is_not_a_notice(sender: str, subject: str, body: str,
+                                                                     rules: RuleSet) -> None:
+    assert not classify(parse_message(_mail(sender, subject, body)), rules).relevant

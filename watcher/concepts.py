@@ -70,7 +70,8 @@ class Concepts:
                     continue
                 sentence = " ".join(sentences[index][2].split())
                 if rule.unless is None or rule.unless.search(sentence.lower()) is None:
-                    return Evidence("kind", rule.value, rule.rule, sentence[:160])
+                    met = " + ".join(sorted(rule.required))
+                    return Evidence("kind", rule.value, f"{rule.rule} ({met})", sentence[:160])
         return None
 
     def _concepts_by_sentence(self, sentences: list[tuple[int, int, str]]) -> dict[int, set[str]]:

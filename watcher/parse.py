@@ -250,7 +250,8 @@ def _joins(line: str, following: str) -> bool:
         return False
     if line.startswith(">") or following.startswith(">"):  # quoted mail keeps its lines
         return False
-    if _FIELD.match(line) or _FIELD.match(following):  # "label: value" lines are a list of facts
+    # "label: value" lines are a list of facts; a long one is prose that happens to hold a colon.
+    if (_FIELD.match(line) and len(line) < _HEADING_CHARS) or _FIELD.match(following):
         return False
     return not (following.endswith(("?", "？")) and len(following) <= _HEADING_CHARS)
 

@@ -133,10 +133,12 @@ class _Problems:
     """Collect located problems for one file; carries the named sentence vetoes (common.toml's
     [sentence_vetoes]) that its signals' ``unless_sentence`` may name."""
 
-    def __init__(self, source: str, sentence_vetoes: dict[str, re.Pattern[str]] | None = None) -> None:
+    def __init__(self, source: str, sentence_vetoes: dict[str, re.Pattern[str]] | None = None,
+                 kind_veto: re.Pattern[str] | None = None) -> None:
         self.source = source
         self.items: list[str] = []
         self.sentence_vetoes = sentence_vetoes or {}
+        self.kind_veto = kind_veto  # common.toml's kind_unless_sentence: added to every kind signal's own
 
     def add(self, where: str, problem: str) -> None:
         self.items.append(f"{self.source}: {where}: {problem}")
@@ -206,6 +208,8 @@ def _signals(
             unless_sentence = _sentence_veto(entry["unless_sentence"], f"{located}.unless_sentence", problems)
             if unless_sentence is None:
                 continue
+        if key == "kind" and problems.kind_veto is not None:
+            unless_sentence = _either(unless_sentence, problems.kind_veto)
         parts = branches(pattern)
         signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
                               branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts),
@@ -224,6 +228,10 @@ def _sentence_veto(value: Any, where: str, problems: _Problems) -> re.Pattern[st
         problems.add(where, f"names unknown sentence vetoes {unknown or value!r} (known: {known})")
         return None
     return re.compile("|".join(f"(?:{problems.sentence_vetoes[name].pattern})" for name in value), re.IGNORECASE)
+
+
+def _either(first: re.Pattern[str] | None, second: re.Pattern[str]) -> re.Pattern[str]:
+    return second if first is None else re.compile(f"(?:{first.pattern})|(?:{second.pattern})", first.flags)
 
 
 def _named_vetoes(common: dict[str, Any], problems: _Problems) -> dict[str, re.Pattern[str]]:
@@ -457,13 +465,18 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     common_data = _read(common_path)
     located_vetoes = _Problems(COMMON_FILE)
     vetoes = _named_vetoes(common_data, located_vetoes)
+    located_vetoes.sentence_vetoes = vetoes
+    kind_veto = (
+        _sentence_veto(common_data["kind_unless_sentence"], "kind_unless_sentence", located_vetoes)
+        if "kind_unless_sentence" in common_data else None
+    )
     problems.extend(located_vetoes.items)
     platform_parts: dict[str, list[dict[str, Any]]] = {}
     platform_sources: dict[str, list[str]] = {}
     extra_common: list[dict[str, Any]] = []
     for path in [f for f in files if f != common_path] + [Path(p) for p in extra_files]:
         data = _read(path)
-        located = _Problems(path.name, vetoes)
+        located = _Problems(path.name, vetoes, kind_veto)
         platform_id = data.get("id")
         if platform_id is None:
             _check_extra_common(data, located)
@@ -479,7 +492,7 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     if problems:
         raise RulesError("; ".join(problems))
     merged = _merge_common(common_data, extra_common)
-    located_common = _Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)", vetoes)
+    located_common = _Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)", vetoes, kind_veto)
     common = _common(merged, located_common)
     problems.extend(located_common.items)
     if problems:
