@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mailparser import dates as mailparser_dates
 
-from watcher.parse import html_links, html_to_text, parse_message, unwrap
+from watcher.html_text import html_links, html_to_text
+from watcher.parse import parse_message
+from watcher.text import unwrap
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

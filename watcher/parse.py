@@ -6,8 +6,7 @@ and Date checks, so charsets, defects and names come out as ``mailparser.parse_f
 them, without the work it does for us in vain (Received-chain analysis, a full header dictionary
 twice, attachment payloads re-encoded as base64). Its ReceivedHeaderDefect is therefore not
 reported. As in mail-parser, 7bit ``iso-2022-jp`` text parts stay undecoded, so those parts are
-decoded again with the standard library, and HTML-only mail is turned into readable text (with the
-links and their visible text) by a few regular expressions.
+decoded again with the standard library. HTML is read by html_text.py, plain text tidied by text.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import email
 import email.message
 import email.utils
-import html
 import logging
 import re
 from dataclasses import dataclass, field
@@ -28,16 +26,16 @@ from typing import Any
 from mailparser import dates as mailparser_dates
 from mailparser import utils as mailparser_utils
 
+from watcher.html_text import MAX_HTML_CHARS, MAX_LINKS, html_links, html_to_text
 from watcher.model import Link, ParsedMessage
+from watcher.text import tidy, unwrap
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200_000  # body text kept for classification
-MAX_HTML_CHARS = 400_000  # HTML fed to the converter
 MAX_HEADER_CHARS = 8_000  # one decoded header value
 MAX_RAW_HEADER_CHARS = 32_000  # one header as read; the standard library's parameter parsing is quadratic
 MAX_BOUNDARY_LINES = 2_000  # lines starting "--": the parser spends ~15 µs on each part they open
-MAX_LINKS = 2_000
 
 _URL = re.compile(r"""\b(?:https?://|www\.)[^\s<>"')\]]+""", re.IGNORECASE)
 _URL_LOWERED = re.compile(r"""(?:https?://|www\.)[^\s<>"')\]]+""")  # _URL without \b, for lower-cased text
@@ -60,32 +58,6 @@ _DATE = re.compile(
 # Control characters other than tab and line breaks: NUL bytes, terminal escapes, DEL.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 _CONTROL_CHARS = tuple(chr(code) for code in (*range(9), 11, 12, *range(14, 32), 127))  # what _CONTROLS removes
-
-# HTML: one tokenizer searched forward, so every construct costs time linear in the document.
-_MARKUP = re.compile(r"<(?:(!--)|(/?)([A-Za-z][A-Za-z0-9]*)([^>]*)>|[!?/][^>]*>)")
-_HIDDEN = frozenset(("script", "style", "head", "title"))
-# The markup that matters for links alone: comments, hidden sections, anchors (same groups as _MARKUP).
-_LINK_MARKUP = re.compile(r"<(?:(!--)|(/?)(a|script|style|head|title)\b([^>]*)>)", re.IGNORECASE)
-_HIDDEN_END = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in _HIDDEN}
-_BLOCKS = frozenset(
-    "br p div tr li ul ol table tbody thead h1 h2 h3 h4 h5 h6 blockquote pre hr section article header footer "
-    "center dt dd".split()
-)
-_CELLS = frozenset(("td", "th"))
-_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
-_SPACES = re.compile(r"[ \t\r\f\v\xa0]{2,}|[\t\r\f\v\xa0]")  # single spaces need no rewrite
-_ODD_SPACES = ("  ", "\t", "\r", "\f", "\v", "\xa0")  # what _SPACES rewrites contains one of these
-_LINE_EDGES = re.compile(r" \n ?|\n ")
-_BLANK_LINES = re.compile(r"\n{3,}")
-
-# Hard-wrapped plain text: a line ending a sentence, a list item and a short question stay lines.
-_SENTENCE_END = tuple(".?!:。！？：")
-_LIST_ITEM = re.compile(r"(?:[-*•·▪◦–—]{1,2}|\d{1,3}[.)]|\(\d{1,3}\))\s|[・①-⑳■□◆●]")
-_HEADING_CHARS = 60
-_WRAPPED_CHARS = (40, 20)  # a shorter line (Latin, CJK) ends where its writer ended it: a heading, a sign-off
-_FIELD = re.compile(r"[^:：\s][^:：]{0,30}[:：]\s*\S")  # "ASIN: B0…", "Case ID：123"
-_CJK = re.compile(r"[\u2e80-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-
 
 class _BoundedPolicy(Compat32):
     """The standard library's compat32 policy with each header cut at MAX_RAW_HEADER_CHARS; the
@@ -115,161 +87,6 @@ def _bounded(content: bytes, defects: list[str]) -> bytes:
         position = content.find(b"\n--", position) + 1
     defects.append("TooManyPartsDefect")
     return content[:position]
-
-
-_BREAK = "\x00"  # stands for a line break until whitespace is collapsed; removed from the input first
-
-
-def html_to_text(document: str) -> tuple[str, tuple[Link, ...]]:
-    """Return the readable text of an HTML document (one block per line) and its links.
-
-    Whitespace (source line breaks too) collapses to one space, as a browser shows it, except
-    that <pre> keeps its line breaks. A tokenizer is enough for notices (tables, paragraphs,
-    entities) and costs far less than a full HTML parser; time is linear in the (capped)
-    document, whatever its nesting; never raises.
-    """
-    document = document[:MAX_HTML_CHARS].replace(_BREAK, "")
-    end = document.rfind(">") + 1  # past the last ">", no tag can match: no search runs to the end in vain
-    pieces: list[str] = []
-    links: list[Link] = []
-    anchor: tuple[str, int] | None = None  # (href, index of its first piece)
-    unclosed: set[str] = set()  # constructs whose end is known to be missing
-    preformatted = 0
-    position = 0
-
-    def close_anchor() -> None:
-        if anchor is not None and len(links) < MAX_LINKS:
-            text = " ".join(html.unescape("".join(pieces[anchor[1] :])).replace(_BREAK, " ").split())
-            links.append(Link(href=anchor[0], text=text[:MAX_HEADER_CHARS]))
-
-    def add_text(start: int, stop: int) -> None:
-        run = document[start:stop]
-        pieces.append(run.replace("\r\n", _BREAK).replace("\n", _BREAK) if preformatted else run)
-
-    while (markup := _MARKUP.search(document, position, end)) is not None:
-        add_text(position, markup.start())
-        position = markup.end()
-        closing, name = markup.group(2), (markup.group(3) or "").lower()
-        if markup.group(1) or (name in _HIDDEN and not closing):
-            position = _past_hidden(document, markup, unclosed)
-        elif name == "a":
-            close_anchor()
-            anchor = None
-            href = None if closing else _HREF.search(markup.group(4))
-            if href:
-                target = next(group for group in href.groups() if group is not None)
-                anchor = (html.unescape(target).strip(), len(pieces))
-        elif name in _BLOCKS:
-            pieces.append(_BREAK)
-            if name == "pre":
-                preformatted = max(0, preformatted + (-1 if closing else 1))
-        elif name in _CELLS and not closing:
-            pieces.append(" ")
-    add_text(position, len(document))
-    close_anchor()
-    text = " ".join(html.unescape("".join(pieces)).split()).replace(_BREAK, "\n")  # \x00 is no space to split()
-    return _tidy(text), tuple(links)
-
-
-def _past_hidden(document: str, markup: re.Match[str], unclosed: set[str]) -> int:
-    """Return where reading goes on after ``markup``, which opens a comment or a hidden section
-    (script, style, head, title): just past its end, or, when that end is missing (noted in
-    ``unclosed``, so that later ones are not searched for again and time stays linear), just past
-    the opening tag. Groups as in _MARKUP: 1 comment, 3 tag name."""
-    if markup.group(1):
-        finish = -1 if "-->" in unclosed else document.find("-->", markup.end())
-        if finish >= 0:
-            return finish + 3
-        unclosed.add("-->")
-        return document.find(">", markup.start()) + 1  # read as a tag
-    name = markup.group(3).lower()
-    finish_tag = None if name in unclosed else _HIDDEN_END[name].search(document, markup.end())
-    if finish_tag is not None:
-        return finish_tag.end()
-    unclosed.add(name)
-    return markup.end()
-
-
-def _hides(markup: re.Match[str]) -> bool:
-    """Return True when ``markup`` (of _MARKUP or _LINK_MARKUP) opens a comment or a hidden section."""
-    return bool(markup.group(1)) or (not markup.group(2) and (markup.group(3) or "").lower() in _HIDDEN)
-
-
-def html_links(document: str) -> tuple[Link, ...]:
-    """Return the links of an HTML document, as html_to_text finds them, without its text.
-
-    Only comments, hidden sections and anchors are visited, which costs a fraction of the whole
-    conversion: this is for mail whose readable text comes from its text/plain part. A link's
-    text is the markup between its tags with every tag read as a space; time is linear.
-    """
-    document = document[:MAX_HTML_CHARS]
-    end = document.rfind(">") + 1
-    links: list[Link] = []
-    anchor: tuple[str, int] | None = None  # (href, where its text starts)
-    unclosed: set[str] = set()
-    position = 0
-
-    def close_anchor(stop: int) -> None:
-        if anchor is not None and len(links) < MAX_LINKS:
-            text = " ".join(html.unescape(_MARKUP.sub(" ", document[anchor[1] : stop])).split())
-            links.append(Link(href=anchor[0], text=text[:MAX_HEADER_CHARS]))
-
-    while (markup := _LINK_MARKUP.search(document, position, end)) is not None:
-        position = markup.end()
-        if _hides(markup):
-            position = _past_hidden(document, markup, unclosed)
-            continue
-        close_anchor(markup.start())
-        anchor = None
-        href = None if markup.group(2) else _HREF.search(markup.group(4))
-        if href:
-            target = next(group for group in href.groups() if group is not None)
-            anchor = (html.unescape(target).strip(), position)
-    close_anchor(len(document))
-    return tuple(links)
-
-
-def _tidy(text: str) -> str:
-    """Collapse runs of spaces and blank lines, keeping paragraph breaks. Each rewrite runs only
-    when a substring test finds something for it to do: most texts need none or one."""
-    text = text.replace("\r\n", "\n")
-    if any(odd in text for odd in _ODD_SPACES):
-        text = _SPACES.sub(" ", text)
-    if " \n" in text or "\n " in text:
-        text = _LINE_EDGES.sub("\n", text)
-    if "\n\n\n" in text:
-        text = _BLANK_LINES.sub("\n\n", text)
-    return text.strip()
-
-
-def _joins(line: str, following: str) -> bool:
-    """Return True when ``following`` continues the paragraph ``line`` was hard-wrapped in."""
-    if not line or not following or line.endswith(_SENTENCE_END) or _LIST_ITEM.match(following):
-        return False
-    if len(line) < _WRAPPED_CHARS[1 if _CJK.match(line[-1]) else 0]:
-        return False
-    if line.startswith(">") or following.startswith(">"):  # quoted mail keeps its lines
-        return False
-    # "label: value" lines are a list of facts; a long one is prose that happens to hold a colon.
-    if (_FIELD.match(line) and len(line) < _HEADING_CHARS) or _FIELD.match(following):
-        return False
-    return not (following.endswith(("?", "？")) and len(following) <= _HEADING_CHARS)
-
-
-def unwrap(text: str) -> str:
-    """Return plain text with hard-wrapped paragraphs joined into one line each: CJK without a
-    space, other scripts with one. Sentence ends, blank lines, short lines, list items, short
-    questions (headings), quoted lines and "label: value" lines keep their line breaks."""
-    lines = text.split("\n")
-    joined = [lines[0]]
-    for following in lines[1:]:
-        line = joined[-1]
-        if _joins(line, following):
-            glue = "" if _CJK.match(line[-1]) or _CJK.match(following[0]) else " "
-            joined[-1] = line + glue + following
-        else:
-            joined.append(following)
-    return "\n".join(joined)
 
 
 def _one_line(text: str, defects: set[str] | None = None) -> str:
@@ -666,7 +483,7 @@ def _assemble(message: email.message.Message, body: _Body, addresses: dict[str, 
         return_path = return_path.strip().strip("<>").lower() or None
 
     document = "\n".join(body.html)[:MAX_HTML_CHARS]
-    plain = unwrap(_tidy("\n\n".join(body.plain)[: 2 * MAX_TEXT_CHARS])) if body.plain else ""
+    plain = unwrap(tidy("\n\n".join(body.plain)[: 2 * MAX_TEXT_CHARS])) if body.plain else ""
     if plain:  # the text comes from the plain part; the HTML is read for its links alone
         html_text, links_in_html = "", html_links(document) if document else ()
     else:
