@@ -145,17 +145,31 @@ class Signal:
     def search(self, text: str, lowered: str) -> re.Match[str] | None:
         """Return the first match, found in ``lowered`` (``text.lower()``), or None."""
         best: re.Match[str] | None = None
-        if self.gate is not None and len(lowered) >= literals.SHORT_TEXT \
-                and literals.INDEX.present(lowered).isdisjoint(self.gate):
+        present = literals.present_in(lowered)
+        if present is not None and self.gate is not None and present.isdisjoint(self.gate):
             return None
-        for branch in self.branches:
-            if may_match(branch.triggers, lowered):
-                found = branch.search(lowered)
-                while found is not None and self.vetoed(lowered, found.start()):
-                    found = branch.search(lowered, found.start() + 1)
-                if found is not None and (best is None or found.start() < best.start()):
-                    best = found
+        for branch in self._live(present, lowered):
+            found = branch.search(lowered)
+            while found is not None and self.vetoed(lowered, found.start()):
+                found = branch.search(lowered, found.start() + 1)
+            if found is not None and (best is None or found.start() < best.start()):
+                best = found
         return best
+
+    def _live(self, present: frozenset[str] | None, lowered: str) -> list[Branch]:
+        """Return the branches whose trigger literals all occur: tested against ``present`` (the
+        index's answer for a long text) in one loop, without a call per branch; a signal may have
+        dozens of branches."""
+        if present is None:
+            return [branch for branch in self.branches if may_match(branch.triggers, lowered)]
+        live = []
+        for branch in self.branches:
+            for group in branch.triggers:
+                if present.isdisjoint(group):
+                    break
+            else:
+                live.append(branch)
+        return live
 
     def vetoed(self, lowered: str, start: int) -> bool:
         """Return True when ``unless_sentence`` matches the sentence of ``lowered`` up to ``start``."""
@@ -164,7 +178,7 @@ class Signal:
     def finditer(self, lowered: str, runs: Sequence[tuple[int, int]] | None = None) -> Iterator[re.Match[str]]:
         """Yield the matches in ``lowered`` (lower-case text), as the pattern as written would;
         ``runs`` (``digit_runs(lowered)``) lets a pattern that needs digits skip the prose."""
-        live = [branch for branch in self.branches if may_match(branch.triggers, lowered)]
+        live = self._live(literals.present_in(lowered), lowered)
         if runs is not None and len(live) == 1 and live[0].digit_span:
             yield from (found for found in live[0].near_digits(lowered, runs) if not self.vetoed(lowered, found.start()))
             return
