@@ -167,17 +167,24 @@ def test_a_signal_does_not_count_in_a_sentence_its_unless_sentence_matches(tmp_p
     assert news.kind == "reinstated"
 
 
-def test_a_bad_unless_sentence_names_its_file_and_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ('[[signals.kind]]\nvalue = "reinstated"\npattern = "ok"\nunless_sentence = "(bad"\n',
+         r"my\.toml: signals\.kind\[0\]\.unless_sentence: invalid regex"),
+        ('[[signals.kind]]\nvalue = "reinstated"\npattern = "ok"\nunless_sentence = ["no_such_veto"]\n',
+         r"my\.toml: signals\.kind\[0\]\.unless_sentence: names unknown sentence vetoes"),
+        ('[[language.script]]\nvalue = "xx"\npattern = "[a-z]"\n',
+         r"language\.script\[\d+\]\.pattern: must match no ASCII character"),
+        ('[[concepts.kind]]\nvalue = "funds_held"\nall = ["no_such_concept"]\n',
+         r"concepts\.kind\[\d+\]\.all: must list names of concepts\.words"),
+    ],
+    ids=["bad unless_sentence", "unknown sentence veto", "script matching ASCII", "unknown concept"],
+)
+def test_a_bad_rule_in_a_user_file_is_refused_with_its_key(toml: str, problem: str, tmp_path: Path) -> None:
     bad = tmp_path / "my.toml"
-    bad.write_text('[[signals.kind]]\nvalue = "reinstated"\npattern = "ok"\nunless_sentence = "(bad"\n', encoding="utf-8")
-    with pytest.raises(RulesError, match=r"my\.toml: signals\.kind\[0\]\.unless_sentence: invalid regex"):
-        load_rules([bad])
-
-
-def test_a_script_language_that_matches_latin_letters_is_refused(tmp_path: Path) -> None:
-    bad = tmp_path / "my.toml"
-    bad.write_text('[[language.script]]\nvalue = "xx"\npattern = "[a-z]"\n', encoding="utf-8")
-    with pytest.raises(RulesError, match=r"language\.script\[\d+\]\.pattern: must match no ASCII character"):
+    bad.write_text(toml, encoding="utf-8")
+    with pytest.raises(RulesError, match=problem):
         load_rules([bad])
 
 
@@ -211,13 +218,6 @@ def test_concepts_do_not_read_mail_that_only_names_the_platform_in_its_body(rule
     notice = classify(parse_message(_mail("notifications@stripe.com", "Hinweis", body)), rules)
     assert not article.relevant
     assert (notice.relevant, notice.kind) == (True, "funds_held")
-
-
-def test_a_concept_entry_naming_an_unknown_concept_is_refused(tmp_path: Path) -> None:
-    bad = tmp_path / "my.toml"
-    bad.write_text('[[concepts.kind]]\nvalue = "funds_held"\nall = ["no_such_concept"]\n', encoding="utf-8")
-    with pytest.raises(RulesError, match=r"concepts\.kind\[\d+\]\.all: must list names of concepts\.words"):
-        load_rules([bad])
 
 
 @pytest.mark.parametrize(
