@@ -39,14 +39,6 @@ def _first_hit(signals: Iterable[Signal], text: str, lowered: str) -> Evidence |
     return None
 
 
-
-
-def _with_concepts(phrase_hit: Evidence | None, subject: str, text: str, rules: RuleSet) -> Evidence | None:
-    """Return the kind evidence: the phrase's when one matched, else the first sentence whose
-    concepts name a kind (concepts.py)."""
-    return phrase_hit if phrase_hit is not None else rules.concepts.first(subject, text)
-
-
 def _named(evidence: Evidence, field: str) -> Evidence:
     return Evidence(field=field, value=evidence.value, rule=evidence.rule, signal=evidence.signal)
 
@@ -112,8 +104,10 @@ def classify(
         return Classification(relevant=False, language=language)
     kind_signals = rules.ranked_signals(platform, "kind")
     kind_hit = _first_hit(kind_signals, haystack, lowered)
-    if platform_evidence.rule != BODY_CLAIM:  # not for articles and adverts that merely name it
-        kind_hit = _with_concepts(kind_hit, message.subject, text, rules)
+    if kind_hit is None and platform_evidence.rule != BODY_CLAIM:
+        # No phrase matched: the concepts of one sentence may still name the kind (concepts.py);
+        # not for mail that only names the platform in its body (articles, adverts).
+        kind_hit = rules.concepts.first(message.subject, text)
     if kind_hit is None:
         return Classification(relevant=False, language=language)
     kind = kind_hit.value

@@ -28,7 +28,7 @@ from mailparser import utils as mailparser_utils
 
 from watcher.html_text import MAX_HTML_CHARS, MAX_LINKS, html_links, html_to_text
 from watcher.model import Link, ParsedMessage
-from watcher.text import tidy, unwrap
+from watcher.text import is_word, tidy, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +180,11 @@ def _link_texts(text: str) -> list[Link]:
     links: list[Link] = []
     for match in _URL_LOWERED.finditer(lowered):
         start = match.start()
-        if start and _is_word(lowered[start - 1]):  # the \b of _URL
+        if start and is_word(lowered[start - 1]):  # the \b of _URL
             continue
         url = text[start : match.end()]
         links.append(Link(href=url, text=url))
     return links
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"
 
 
 @dataclass(slots=True)

@@ -14,10 +14,7 @@ from typing import Any
 
 from watcher import literals
 from watcher.literals import may_match
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"  # what \w means in a str pattern
+from watcher.text import is_word
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +34,6 @@ class Branch:
     digit_span: int = 0  # > 0: every match holds a digit and is at most this long (see near_digits)
     digit_run: int = 1  # every match holds at least this many digits in a row (see near_digits)
 
-    def may_match(self, lowered: str) -> bool:
-        return may_match(self.triggers, lowered)
-
     def search(self, lowered: str, position: int = 0, end: int | None = None) -> re.Match[str] | None:
         """Return the first match at or after ``position`` (ending by ``end``), as the source
         pattern would find it."""
@@ -48,8 +42,8 @@ class Branch:
             return self.pattern.search(lowered, position, end)
         while (found := self.pattern.search(lowered, position, end)) is not None:
             start = found.start()
-            before = start > 0 and _is_word(lowered[start - 1])
-            if before != (start < len(lowered) and _is_word(lowered[start])):
+            before = start > 0 and is_word(lowered[start - 1])
+            if before != (start < len(lowered) and is_word(lowered[start])):
                 return found
             position = start + 1
         return None
@@ -137,10 +131,6 @@ class Signal:
         """Return True when ``present`` (``literals.present_in`` of a text) shows that no branch can
         match that text; None (a short text) excludes nothing."""
         return self.gate is not None and present is not None and present.isdisjoint(self.gate)
-
-    def may_match(self, lowered: str) -> bool:
-        """Return False when the pattern cannot match text whose lower-case form is ``lowered``."""
-        return any(may_match(branch.triggers, lowered) for branch in self.branches)
 
     def search(self, text: str, lowered: str) -> re.Match[str] | None:
         """Return the first match, found in ``lowered`` (``text.lower()``), or None."""

@@ -18,6 +18,11 @@ _FIELD = re.compile(r"[^:：\s][^:：]{0,30}[:：]\s*\S")  # "ASIN: B0…", "Cas
 _CJK = re.compile(r"[\u2e80-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 
+def is_word(char: str) -> bool:
+    """Return True for a character that ``\\w`` matches in a str pattern."""
+    return char.isalnum() or char == "_"
+
+
 def tidy(text: str) -> str:
     """Collapse runs of spaces and blank lines, keeping paragraph breaks. Each rewrite runs only
     when a substring test finds something for it to do: most texts need none or one."""
