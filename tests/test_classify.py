@@ -239,3 +239,35 @@ def test_concepts_do_not_read_mail_that_only_names_the_platform_in_its_body(rule
 def test_ordinary_platform_mail_with_alarming_words_is_not_a_notice(sender: str, subject: str, body: str,
                                                                      rules: RuleSet) -> None:
     assert not classify(parse_message(_mail(sender, subject, body)), rules).relevant
+
+
+def test_the_reason_comes_from_the_why_paragraph_before_passing_mentions(rules: RuleSet) -> None:
+    body = (
+        "We have removed your selling privileges.\n\n"
+        "We took this action because you ship orders bought from another retailer. That is not allowed under "
+        "our drop shipping policy.\n\n"
+        "After 90 days, funds minus any A-to-z claims will be transferred."
+    )
+    said = classify(parse_message(_plain_notice(body)), rules)
+    assert (said.kind, said.reason) == ("account_deactivated", "listing_policy")
+    assert said.reason_text is not None and "drop shipping policy" in said.reason_text
+    without_why = classify(parse_message(_plain_notice(body.replace("drop shipping", "selling"))), rules)
+    assert without_why.reason == "performance_metrics"  # the only reason signal left is the passing mention
+
+
+def test_a_date_on_the_day_the_mail_was_sent_is_an_event_not_a_deadline(rules: RuleSet) -> None:
+    said = classify(parse_message(_plain_notice(
+        "On March 3, 2026 someone signed in from a new device. We have locked your account; "
+        "reset your password by March 10, 2026.")), rules)
+    assert said.deadline is not None and said.deadline.isoformat() == "2026-03-10"
+    same_day_only = classify(parse_message(_plain_notice(
+        "On March 3, 2026 someone signed in from a new device. We have locked your account.")), rules)
+    assert same_day_only.deadline is None
+
+
+def test_a_bilingual_notice_is_in_the_language_it_opens_with(rules: RuleSet) -> None:
+    english = "We have suspended your seller account. Your listings are no longer published on the site. " * 8
+    chinese = "您的卖家账户已被暂停，商品已下架。此次暂停可以申诉，请在卖家中心提交工单并附上行动计划和发票。" * 3
+    opens_english = classify(parse_message(_plain_notice(english + "\n\n" + chinese)), rules)
+    opens_chinese = classify(parse_message(_plain_notice(chinese + "\n\n" + english)), rules)
+    assert (opens_english.language, opens_chinese.language) == ("en", "zh")

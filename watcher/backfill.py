@@ -25,7 +25,7 @@ from typing import Protocol
 from watcher.config import AccountConfig
 from watcher.errors import FetchError
 from watcher.imap import Mailbox
-from watcher.pipeline import Engine, _process_batch
+from watcher.pipeline import Engine, process_batch
 from watcher.screen import Verdict, header_fields
 from watcher.store import MessageRecord, Store, iso, now_utc
 
@@ -108,7 +108,7 @@ def _backfill_folder(engine: Engine, store: Store, mailbox: Mailbox, account: Ac
             chunk = uids[start:start + batch_size]
             records: list[MessageRecord] = []
             for batch in mailbox.headers(chunk):
-                found, _ = _process_batch(engine, store, mailbox, account, batch)
+                found, _ = process_batch(engine, store, mailbox, account, batch)
                 records += found if notify else [dataclasses.replace(item, channels=()) for item in found]
             records = _unseen(store, records)
             with _keeping_cursor(store, account.name, folder):

@@ -27,13 +27,14 @@ MAX_CLASSIFIED_CHARS = 200_000
 BODY_CLAIM = "platform named in the body"
 
 
-def _first_hit(signals: Iterable[Signal], text: str, lowered: str) -> Evidence | None:
-    """Return the evidence of the first of ``signals`` that matches ``text``, or None."""
-    present = literals.present_in(lowered)
+def _first_hit(signals: Iterable[Signal], text: str, lowered: str, *, indexed: bool = False) -> Evidence | None:
+    """Return the evidence of the first of ``signals`` that matches ``text``, or None (``indexed``:
+    see Signal.search)."""
+    present = literals.INDEX.present(lowered) if indexed else literals.present_in(lowered)
     for signal in signals:
         if signal.excluded_by(present):
             continue
-        found = signal.search(text, lowered)
+        found = signal.search(text, lowered, indexed=indexed)
         if found:
             return Evidence("", signal.value, signal.rule, found.group(0))
     return None
@@ -114,8 +115,14 @@ def classify(
     evidence = [platform_evidence, _named(kind_hit, "kind")]
 
     reason = "unknown"
+    why = extract.reason_text(text, rules)
     if kind not in rules.kinds_without_reason:
-        reason_hit = _first_hit(rules.ranked_signals(platform, "reason"), haystack, lowered)
+        # The "why" paragraph names the reason; elsewhere a notice may mention others in passing
+        # ("funds, minus any A-to-z claims, will be transferred").
+        reason_signals = rules.ranked_signals(platform, "reason")
+        reason_hit = (why and _first_hit(reason_signals, why, why.lower(), indexed=True)) or _first_hit(
+            reason_signals, haystack, lowered
+        )
         if reason_hit is not None:
             reason = reason_hit.value
             evidence.append(_named(reason_hit, "reason"))
@@ -148,7 +155,7 @@ def classify(
         severity=rules.severity.get(kind),
         authenticity=verdict.authenticity,
         language=language,
-        reason_text=extract.reason_text(text, rules),
+        reason_text=why,
         deadline=_as_date(deadline.value) if deadline else None,
         marketplace=marketplace.value if marketplace else None,
         ids=tuple(found.value for found in ids),

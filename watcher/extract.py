@@ -23,7 +23,7 @@ from watcher.signals import digit_runs
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_SAMPLE = 1000  # characters of body read to decide the language
+LANGUAGE_SAMPLE = 600  # characters of body read to decide the language: a bilingual notice is in the one it opens with
 REASON_TEXT_CHARS = 600
 _CUE_WINDOW = 24
 _VETO_WINDOW = 60
@@ -149,7 +149,8 @@ def find_deadline(
             if not (rules.deadline_cue_before.search(before) or rules.deadline_cue_after.search(after)):
                 continue
             explicit = _explicit_date(found, order, rules)
-            if explicit is None or (sent_day is not None and explicit < sent_day):
+            # A date on or before the day the mail was sent tells when something happened, not a deadline.
+            if explicit is None or (sent_day is not None and explicit <= sent_day):
                 continue
             candidates.append((explicit, Evidence("deadline", explicit.isoformat(), signal.rule, found.group(0))))
     if not candidates:
@@ -208,8 +209,13 @@ def reason_text(text: str, rules: RuleSet) -> str | None:
             lines.append(stripped)
         if lines:
             return _trim(" ".join(lines))
-    sentence = _first_sentence_with_cue(text, rules)
-    return _trim(sentence.strip()) if sentence is not None else None
+    span = _first_sentence_with_cue(text, rules)
+    if span is None:
+        return None
+    # The sentence with the cue and the rest of its paragraph ("…because X. That is not allowed under
+    # our drop-shipping policy.").
+    paragraph_end = text.find("\n\n", span[1])
+    return _trim(" ".join(text[span[0] : paragraph_end if paragraph_end >= 0 else len(text)].split()))
 
 
 def _sentence_spans(text: str) -> Iterator[tuple[int, int]]:
@@ -225,17 +231,17 @@ def _earliest(lowered: str, literals: tuple[str, ...], position: int) -> int | N
     return min((at for at in (lowered.find(literal, position) for literal in literals) if at >= 0), default=None)
 
 
-def _first_sentence_with_cue(text: str, rules: RuleSet) -> str | None:
-    """Return the first sentence that ``reason_cues`` matches, or None.
+def _first_sentence_with_cue(text: str, rules: RuleSet) -> tuple[int, int] | None:
+    """Return the (start, end) of the first sentence that ``reason_cues`` matches, or None.
 
     Every match holds one of ``rules.reason_cue_literals``, so the pattern runs only on sentences
     reaching past the next place where the lower-cased text has one (positions agree with ``text``
-    because lower() kept its length), rather than on every sentence.
+    when lower() kept its length), rather than on every sentence.
     """
     lowered = text.lower()
     literals = rules.reason_cue_literals
     if not literals or len(lowered) != len(text):
-        return next((s for s in _SENTENCE_END.split(text) if rules.reason_cues.search(s)), None)
+        return next(((start, end) for start, end in _sentence_spans(text) if rules.reason_cues.search(text[start:end])), None)
     earliest = _earliest(lowered, literals, 0)
     for start, end in _sentence_spans(text):
         if earliest is None:
@@ -243,7 +249,7 @@ def _first_sentence_with_cue(text: str, rules: RuleSet) -> str | None:
         if end <= earliest:  # no cue literal starts in this sentence
             continue
         if rules.reason_cues.search(text[start:end]):
-            return text[start:end]
+            return start, end
         earliest = _earliest(lowered, literals, end)
     return None
 

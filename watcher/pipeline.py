@@ -154,7 +154,7 @@ def _check_folder(engine: Engine, store: Store, mailbox: Mailbox, account: Accou
     for batch in mailbox.headers(uids):
         if should_stop():
             return FolderSummary(folder, len(uids), fetched, tuple(events))
-        records, count = _process_batch(engine, store, mailbox, account, batch)
+        records, count = process_batch(engine, store, mailbox, account, batch)
         fetched += count
         last_uid = max([last_uid, *(headers.uid for headers in batch)])
         events += store.record(account.name, account.store, folder, state.uidvalidity, last_uid, records)
@@ -162,8 +162,13 @@ def _check_folder(engine: Engine, store: Store, mailbox: Mailbox, account: Accou
     return FolderSummary(folder, len(uids), fetched, tuple(events))
 
 
-def _process_batch(engine: Engine, store: Store, mailbox: Mailbox, account: AccountConfig,
-                   batch: list[Headers]) -> tuple[list[MessageRecord], int]:
+def process_batch(engine: Engine, store: Store, mailbox: Mailbox, account: AccountConfig,
+                  batch: list[Headers]) -> tuple[list[MessageRecord], int]:
+    """Screen one batch of headers, fetch the new candidates in full and classify them.
+
+    Returns the records to store and how many bodies were fetched; nothing is written here, so the caller
+    stores the records together with its cursor (the live check) or its progress (a backfill).
+    """
     verdicts = {headers.uid: engine.screen.verdict(headers.block) for headers in batch}
     candidates = [headers for headers in batch if verdicts[headers.uid] is not Verdict.SKIP]
     keys = {headers.uid: _message_id(headers.block) for headers in candidates}
