@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,30 @@ def test_a_bilingual_notice_is_in_the_language_it_opens_with(rules: RuleSet) -> 
     opens_english = classify(parse_message(_plain_notice(english + "\n\n" + chinese)), rules)
     opens_chinese = classify(parse_message(_plain_notice(chinese + "\n\n" + english)), rules)
     assert (opens_english.language, opens_chinese.language) == ("en", "zh")
+
+
+def test_an_action_said_not_to_have_happened_does_not_name_the_kind(rules: RuleSet) -> None:
+    said = classify(parse_message(_plain_notice(
+        "This warning is recorded on your Account Health page. No listings have been removed, and we have not "
+        "removed your selling privileges.")), rules)
+    assert (said.relevant, said.kind) == (True, "policy_warning")
+
+
+def test_a_caution_about_repeated_violations_is_not_a_pending_deactivation(rules: RuleSet) -> None:
+    body = "We have removed the listings below.\n\nIf this happens again, your account will be deactivated."
+    assert classify(parse_message(_plain_notice(body)), rules).kind == "listing_removed"
+    threat = "We have removed the listings below.\n\nIf you do not reply within 7 days, your account will be deactivated."
+    assert classify(parse_message(_plain_notice(threat)), rules).kind == "deactivation_pending"
+
+
+def test_a_forwarded_notice_is_in_the_language_of_the_notice_not_of_the_cover_note(rules: RuleSet) -> None:
+    cover = "王总：美国站今天早上收到下面这封邮件，账户被停用了，请您看一下，我下午准备申诉材料。\n\n张磊"
+    quoted = ("------------------ 原始邮件 ------------------\n发件人: \"Amazon\" <seller-notification@amazon.com>\n"
+              "主题: Your Amazon.com Selling Account\n\nHello,\n\nYour Amazon seller account has been deactivated and "
+              "your listings have been removed. We took this action because your account is related to another account.")
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Date"] = "张磊 <zl@trade.example>", "boss@trade.example", "Tue, 3 Mar 2026 09:15:00 +0000"
+    mail["Subject"] = "转发：Your Amazon.com Selling Account"
+    mail.set_content(f"{cover}\n\n{quoted}\n")
+    said = classify(parse_message(mail.as_bytes()), rules)
+    assert (said.kind, said.language, said.authenticity) == ("account_deactivated", "en", "unverified")

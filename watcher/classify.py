@@ -75,6 +75,18 @@ def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Pl
     return platform, Evidence("platform", platform.id, BODY_CLAIM, f"{count} mentions")
 
 
+def _notice_text(message: ParsedMessage, text: str, rules: RuleSet) -> str:
+    """Return the text a forward quotes (after the header block its "From:" line starts), or all of
+    ``text``: a notice forwarded with a cover note in another language is in the notice's language."""
+    if not rules.forward_subject.search(message.subject):
+        return text
+    header = rules.forwarded_from.search(text)
+    if header is None:
+        return text
+    body = text.find("\n\n", header.end())
+    return text[body if body >= 0 else header.end() :]
+
+
 def classify(
     message: ParsedMessage,
     rules: RuleSet,
@@ -88,7 +100,7 @@ def classify(
     """
     trusted_ids = trusted_authserv_ids
     text = message.text[:MAX_CLASSIFIED_CHARS]
-    language = extract.detect_language(text or message.subject, rules)
+    language = extract.detect_language(_notice_text(message, text, rules) or message.subject, rules)
     claim = find_platform(message, text, rules)
     if claim is None:
         return Classification(relevant=False, language=language)

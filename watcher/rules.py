@@ -340,7 +340,8 @@ def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list
     ordered = sorted(marketplaces, key=lambda m: -len(m.id))
     market_pattern = (
         re.compile(
-            r"(?<![a-z0-9.@/-])(" + "|".join(re.escape(m.id) for m in ordered) + r")(?!\.?[a-z0-9-])",
+            # Not inside a longer host ("amazon.de-verify.example"); a German compound is fine ("eBay.de-Konto").
+            r"(?<![a-z0-9.@/-])(" + "|".join(re.escape(m.id) for m in ordered) + r")(?!\.?[a-z0-9]|-[a-z0-9-]*\.)",
             re.IGNORECASE,
         )
         if ordered
