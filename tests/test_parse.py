@@ -139,6 +139,34 @@ def test_hard_wrapped_cjk_lines_are_joined_without_a_space() -> None:
     assert text == "商品が本物であることを確認するため、過去365日以内に発行された仕入れ先の請求書と、改善計画書をご提出ください。"
 
 
+
+def test_a_quoted_paragraph_is_joined_at_its_own_depth_only() -> None:
+    text = unwrap(
+        "Forwarding this, see below for what they want from us this week.\n"
+        "> We took this action because the information you provided could not be\n"
+        "> verified.\n"
+        ">\n"
+        "> > an older message quoted inside the notice, long enough to be wrapped\n"
+        "> that the notice itself continues here at the first depth again\n"
+        "and an unquoted line that follows the quoted block directly below it"
+    )
+    assert text.split("\n") == [
+        "Forwarding this, see below for what they want from us this week.",
+        "> We took this action because the information you provided could not be verified.",
+        ">",
+        "> > an older message quoted inside the notice, long enough to be wrapped",
+        "> that the notice itself continues here at the first depth again",
+        "and an unquoted line that follows the quoted block directly below it",
+    ]
+
+
+def test_punctuation_after_a_bare_url_is_not_part_of_the_link() -> None:
+    message = parse_message(
+        b"From: PayPal <service@paypal.it>\r\nSubject: Avviso\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Digita tu stesso www.paypal.it, poi accedi. Oppure https://www.paypal.com/signin.\r\n"
+    )
+    assert [link.href for link in message.links] == ["www.paypal.it", "https://www.paypal.com/signin"]
+
 ADDRESS_SAMPLES = (sorted(CORPUS.glob("*.eml")) if CORPUS.exists() else []) + REALMAIL_FILES
 
 
@@ -199,7 +227,8 @@ def test_date_header_defect_agrees_with_mail_parser(moment: datetime, weekday: s
 def test_bare_urls_are_found_whatever_their_case(text: str) -> None:
     content = f"From: a@b.example\r\nSubject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n".encode()
     found = [link.href for link in parse_message(content).links]
-    assert found == re.findall(r"""\b(?:https?://|www\.)[^\s<>"')\]]+""", text, re.IGNORECASE)
+    expected = re.findall(r"""\b(?:https?://|www\.)[^\s<>"')\]]+""", text, re.IGNORECASE)
+    assert found == [url.rstrip(".,;:!?") for url in expected]
 
 
 @pytest.mark.parametrize("path", REALMAIL_FILES + VARIANT_FILES, ids=[p.name for p in REALMAIL_FILES + VARIANT_FILES])

@@ -27,14 +27,15 @@ MAX_CLASSIFIED_CHARS = 200_000
 BODY_CLAIM = "platform named in the body"
 
 
-def _first_hit(signals: Iterable[Signal], text: str, lowered: str, *, indexed: bool = False) -> Evidence | None:
-    """Return the evidence of the first of ``signals`` that matches ``text``, or None (``indexed``:
-    see Signal.search)."""
-    present = literals.INDEX.present(lowered) if indexed else literals.present_in(lowered)
+def _first_hit(signals: Iterable[Signal], lowered: str, *, within: str | None = None) -> Evidence | None:
+    """Return the evidence of the first of ``signals`` that matches ``lowered`` (a lower-cased text),
+    or None. ``within``: the lower-cased text ``lowered`` was cut from (spacing aside), whose literals
+    (already known) stand in for its own, sparing a pass of the literal index."""
+    present = literals.present_in(lowered if within is None else within)
     for signal in signals:
         if signal.excluded_by(present):
             continue
-        found = signal.search(text, lowered, indexed=indexed)
+        found = signal.search_in(lowered, present)
         if found:
             return Evidence("", signal.value, signal.rule, found.group(0))
     return None
@@ -111,12 +112,12 @@ def classify(
     if authenticity.is_internal_forward(message, rules):
         # "my account was suspended, see below" in a colleague's cover note is not personal mail
         vetoes = tuple(signal for signal in vetoes if not signal.unless_forwarded)
-    veto = _first_hit(vetoes, haystack, lowered)
+    veto = _first_hit(vetoes, lowered)
     if veto:
         log.debug("not a notice: %s", veto.signal)
         return Classification(relevant=False, language=language)
     kind_signals = rules.ranked_signals(platform, "kind")
-    kind_hit = _first_hit(kind_signals, haystack, lowered)
+    kind_hit = _first_hit(kind_signals, lowered)
     if kind_hit is None and platform_evidence.rule != BODY_CLAIM:
         # No phrase matched: the concepts of one sentence may still name the kind (concepts.py);
         # not for mail that only names the platform in its body (articles, adverts).
@@ -132,9 +133,7 @@ def classify(
         # The "why" paragraph names the reason; elsewhere a notice may mention others in passing
         # ("funds, minus any A-to-z claims, will be transferred").
         reason_signals = rules.ranked_signals(platform, "reason")
-        reason_hit = (why and _first_hit(reason_signals, why, why.lower(), indexed=True)) or _first_hit(
-            reason_signals, haystack, lowered
-        )
+        reason_hit = (why and _first_hit(reason_signals, why.lower(), within=lowered)) or _first_hit(reason_signals, lowered)
         if reason_hit is not None:
             reason = reason_hit.value
             evidence.append(_named(reason_hit, "reason"))
@@ -196,7 +195,7 @@ def _facts(
     # The ranked kind search already tried the funds_held signals when that kind ranks higher.
     tried = "funds_held" in order and kind in order and order.index("funds_held") < order.index(kind)
     held = () if tried else tuple(s for s in kind_signals if s.value == "funds_held")
-    if kind != "funds_held" and (_first_hit(held, text, lowered) or _first_hit(rules.funds_signals, text, lowered)):
+    if kind != "funds_held" and (_first_hit(held, lowered) or _first_hit(rules.funds_signals, lowered)):
         facts.append(("funds_held", "true"))
     hold = extract.find_hold_days(text, rules)
     if hold is not None:

@@ -38,6 +38,7 @@ MAX_RAW_HEADER_CHARS = 32_000  # one header as read; the standard library's para
 MAX_BOUNDARY_LINES = 2_000  # lines starting "--": the parser spends ~15 µs on each part they open
 
 _URL = re.compile(r"""\b(?:https?://|www\.)[^\s<>"')\]]+""", re.IGNORECASE)
+_URL_TRAILING = ".,;:!?"
 _URL_LOWERED = re.compile(r"""(?:https?://|www\.)[^\s<>"')\]]+""")  # _URL without \b, for lower-cased text
 _ESCAPE_SEQUENCE = "\x1b"
 _START_BOUNDARY_MISSING = "StartBoundaryNotFoundDefect"
@@ -176,15 +177,12 @@ def _link_texts(text: str) -> list[Link]:
     a case-insensitive one, when lowering keeps every position (it nearly always does)."""
     lowered = text.lower()
     if len(lowered) != len(text):
-        return [Link(href=match.group(0), text=match.group(0)) for match in _URL.finditer(text)]
-    links: list[Link] = []
-    for match in _URL_LOWERED.finditer(lowered):
-        start = match.start()
-        if start and is_word(lowered[start - 1]):  # the \b of _URL
-            continue
-        url = text[start : match.end()]
-        links.append(Link(href=url, text=url))
-    return links
+        urls = [match.group(0) for match in _URL.finditer(text)]
+    else:
+        urls = [text[match.start() : match.end()] for match in _URL_LOWERED.finditer(lowered)
+                if not (match.start() and is_word(lowered[match.start() - 1]))]  # the \b of _URL
+    # A sentence's punctuation after a URL is not part of it ("type www.paypal.it, then sign in").
+    return [Link(href=url, text=url) for url in (url.rstrip(_URL_TRAILING) for url in urls)]
 
 
 @dataclass(slots=True)
@@ -214,8 +212,8 @@ def _parts_in_order(message: email.message.Message, defects: set[str]) -> list[t
             )
             if inside or blocks_inline:
                 attached.update(id(child) for child in part.get_payload())
-    boundary = message.get_boundary()
-    if _START_BOUNDARY_MISSING in defects and boundary and isinstance(message.epilogue, str):
+    boundary = message.get_boundary() if _START_BOUNDARY_MISSING in defects else None
+    if boundary and isinstance(message.epilogue, str):
         opening, closing = f"--{boundary}", f"--{boundary}--"
         start = message.epilogue.find(opening)
         end = message.epilogue.find(closing, start + len(opening)) if start >= 0 else -1

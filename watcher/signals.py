@@ -132,13 +132,15 @@ class Signal:
         match that text; None (a short text) excludes nothing."""
         return self.gate is not None and present is not None and present.isdisjoint(self.gate)
 
-    def search(self, text: str, lowered: str, *, indexed: bool = False) -> re.Match[str] | None:
-        """Return the first match, found in ``lowered`` (``text.lower()``), or None. ``indexed``
-        reads even a short text with the literal index: cheaper when many signals test it."""
+    def search(self, text: str, lowered: str) -> re.Match[str] | None:
+        """Return the first match, found in ``lowered`` (``text.lower()``), or None."""
+        present = literals.present_in(lowered)
+        return None if self.excluded_by(present) else self.search_in(lowered, present)
+
+    def search_in(self, lowered: str, present: frozenset[str] | None) -> re.Match[str] | None:
+        """``search`` for a caller that has checked ``excluded_by`` already with ``present``: the
+        literals of ``lowered`` (``literals.present_in``) or of a text that holds it."""
         best: re.Match[str] | None = None
-        present = literals.INDEX.present(lowered) if indexed else literals.present_in(lowered)
-        if present is not None and self.gate is not None and present.isdisjoint(self.gate):
-            return None
         for branch in self._live(present, lowered):
             found = branch.search(lowered)
             while found is not None and self.vetoed(lowered, found.start()):

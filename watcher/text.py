@@ -15,6 +15,7 @@ _LIST_ITEM = re.compile(r"(?:[-*•·▪◦–—]{1,2}|\d{1,3}[.)]|\(\d{1,3}\))
 _HEADING_CHARS = 60
 _WRAPPED_CHARS = (40, 20)  # a shorter line (Latin, CJK) ends where its writer ended it: a heading, a sign-off
 _FIELD = re.compile(r"[^:：\s][^:：]{0,30}[:：]\s*\S")  # "ASIN: B0…", "Case ID：123"
+_QUOTE = re.compile(r"(?:> ?)*")  # the quote markers a line starts with ("> > ", ">> ", "")
 _CJK = re.compile(r"[\u2e80-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 
@@ -42,25 +43,33 @@ def _joins(line: str, following: str) -> bool:
         return False
     if len(line) < _WRAPPED_CHARS[1 if _CJK.match(line[-1]) else 0]:
         return False
-    if line.startswith(">") or following.startswith(">"):  # quoted mail keeps its lines
-        return False
     # "label: value" lines are a list of facts; a long one is prose that happens to hold a colon.
     if (_FIELD.match(line) and len(line) < _HEADING_CHARS) or _FIELD.match(following):
         return False
     return not (following.endswith(("?", "？")) and len(following) <= _HEADING_CHARS)
 
 
+def _quote_of(line: str) -> str:
+    found = _QUOTE.match(line)
+    return found.group(0) if found else ""
+
+
 def unwrap(text: str) -> str:
     """Return plain text with hard-wrapped paragraphs joined into one line each: CJK without a
-    space, other scripts with one. Sentence ends, blank lines, short lines, list items, short
-    questions (headings), quoted lines and "label: value" lines keep their line breaks."""
+    space, other scripts with one; quoted lines ("> …") with the quoted lines around them. Sentence
+    ends, blank lines, short lines, list items, short questions (headings) and "label: value" lines
+    keep their line breaks."""
     lines = text.split("\n")
     joined = [lines[0]]
     for following in lines[1:]:
         line = joined[-1]
-        if _joins(line, following):
-            glue = "" if _CJK.match(line[-1]) or _CJK.match(following[0]) else " "
-            joined[-1] = line + glue + following
-        else:
+        quote = _quote_of(line) if line.startswith(">") else ""
+        quote_next = _quote_of(following) if following.startswith(">") else ""
+        # Quoted mail is joined like any other at the same depth, the absorbed line's markers dropped.
+        body, continued = line[len(quote) :], following[len(quote_next) :]
+        if quote.replace(" ", "") != quote_next.replace(" ", "") or not _joins(body, continued):
             joined.append(following)
+            continue
+        glue = "" if _CJK.match(body[-1]) or _CJK.match(continued[0]) else " "
+        joined[-1] = line + glue + continued
     return "\n".join(joined)
