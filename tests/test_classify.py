@@ -299,3 +299,17 @@ def test_a_forwarded_notice_is_in_the_language_of_the_notice_not_of_the_cover_no
     mail.set_content(f"{cover}\n\n{quoted}\n")
     said = classify(parse_message(mail.as_bytes()), rules)
     assert (said.kind, said.language, said.authenticity) == ("account_deactivated", "en", "unverified")
+
+
+def test_a_forward_names_its_platform_in_the_quoted_from_line(rules: RuleSet) -> None:
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Date"] = "Marco <marco@pine.example>", "finance@pine.example", "Tue, 3 Mar 2026 09:15:00 +0000"
+    mail["Subject"] = "Fwd: Action required"
+    mail.set_content(
+        "Can you handle this one?\n\n> From: Stripe\n> Subject: Action required\n>\n"
+        "> Your payouts are fine for now, but we need to confirm who owns this business.\n"
+        "> Please upload a document about your business, such as a tax registration, within 10 days.\n"
+    )
+    said = classify(parse_message(mail.as_bytes()), rules)
+    assert (said.platform, said.kind, said.authenticity) == ("stripe", "verification_required", "unverified")
+    assert any(e.field == "platform" and e.rule == "platform named in the forwarded From line" for e in said.evidence)

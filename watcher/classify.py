@@ -13,6 +13,7 @@ Every field carries Evidence naming the rule and the text that set it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from datetime import date
 
@@ -64,7 +65,10 @@ def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Pl
     imitated = authenticity.lookalike_of(sender, rules)
     if imitated is not None:
         return imitated, Evidence("platform", imitated.id, "look-alike sender domain", sender)
-    for where, value in (("display name", message.from_name), ("subject", message.subject)):
+    forwarded = _forwarded_header(message, text, rules)
+    sources = (("display name", message.from_name), ("subject", message.subject),
+               ("forwarded From line", forwarded.group("from") if forwarded else ""))
+    for where, value in sources:
         claimed = _earliest_claim(value, rules)
         if claimed is not None:
             return claimed, Evidence("platform", claimed.id, f"platform named in the {where}", value)
@@ -76,12 +80,15 @@ def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Pl
     return platform, Evidence("platform", platform.id, BODY_CLAIM, f"{count} mentions")
 
 
+def _forwarded_header(message: ParsedMessage, text: str, rules: RuleSet) -> re.Match[str] | None:
+    """Return the "From:" line of the message a forward quotes, or None."""
+    return rules.forwarded_from.search(text) if rules.forward_subject.search(message.subject) else None
+
+
 def _notice_text(message: ParsedMessage, text: str, rules: RuleSet) -> str:
     """Return the text a forward quotes (after the header block its "From:" line starts), or all of
     ``text``: a notice forwarded with a cover note in another language is in the notice's language."""
-    if not rules.forward_subject.search(message.subject):
-        return text
-    header = rules.forwarded_from.search(text)
+    header = _forwarded_header(message, text, rules)
     if header is None:
         return text
     body = text.find("\n\n", header.end())
