@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,19 @@ from watcher import concepts as concept_rules
 from watcher.concepts import Concepts
 from watcher.errors import RulesError
 from watcher.model import KINDS, SEVERITIES
-from watcher.signals import Signal, branches, required_literals
+from watcher.rulefile import (
+    Problems,
+    compile_pattern,
+    flag,
+    named_vetoes,
+    read_toml,
+    sentence_veto,
+    signals_of,
+    single,
+    strings,
+    union,
+)
+from watcher.signals import Signal, required_literals
 
 log = logging.getLogger(__name__)
 
@@ -129,121 +140,7 @@ class RuleSet:
         return self.ranked[(platform.id, field)]
 
 
-class _Problems:
-    """Collect located problems for one file; carries the named sentence vetoes (common.toml's
-    [sentence_vetoes]) that its signals' ``unless_sentence`` may name."""
-
-    def __init__(self, source: str, sentence_vetoes: dict[str, re.Pattern[str]] | None = None,
-                 kind_veto: re.Pattern[str] | None = None) -> None:
-        self.source = source
-        self.items: list[str] = []
-        self.sentence_vetoes = sentence_vetoes or {}
-        self.kind_veto = kind_veto  # common.toml's kind_unless_sentence: added to every kind signal's own
-
-    def add(self, where: str, problem: str) -> None:
-        self.items.append(f"{self.source}: {where}: {problem}")
-
-
-def _compile(value: Any, where: str, problems: _Problems) -> re.Pattern[str] | None:
-    if not isinstance(value, str) or not value:
-        problems.add(where, f"must be a non-empty string, got {value!r}")
-        return None
-    try:
-        return re.compile(value, re.IGNORECASE | re.MULTILINE)
-    except re.error as error:
-        problems.add(where, f"invalid regex {value!r}: {error}")
-        return None
-
-
-def _strings(table: dict[str, Any], key: str, where: str, problems: _Problems) -> tuple[str, ...]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        problems.add(f"{where}{key}", "must be a list of non-empty strings")
-        return ()
-    return tuple(value)
-
-
-def _signals(
-    table: dict[str, Any],
-    key: str,
-    where: str,
-    problems: _Problems,
-    allowed: Sequence[str] | None = None,
-    needs_value: bool = True,
-    group: str | None = None,
-) -> tuple[Signal, ...]:
-    """Compile ``table[key]``, a list of {value, pattern} tables; ``allowed`` limits the values."""
-    entries = table.get(key, [])
-    if not isinstance(entries, list):
-        problems.add(f"{where}{key}", "must be an array of tables")
-        return ()
-    signals = []
-    for index, entry in enumerate(entries):
-        located = f"{where}{key}[{index}]"
-        if not isinstance(entry, dict):
-            problems.add(located, "must be a table with 'pattern'")
-            continue
-        unknown = set(entry) - {"value", "pattern", "note", "unit", "unless_forwarded", "unless_sentence"}
-        for name in sorted(unknown):
-            problems.add(f"{located}.{name}", "unknown key")
-        value = entry.get("value", "")
-        if needs_value and (not isinstance(value, str) or not value):
-            problems.add(f"{located}.value", "must be a non-empty string")
-            continue
-        if allowed is not None and value not in allowed:
-            problems.add(f"{located}.value", f"unknown value {value!r} (one of {', '.join(allowed)})")
-            continue
-        pattern = _compile(entry.get("pattern"), f"{located}.pattern", problems)
-        if pattern is None:
-            continue
-        if group is not None and group not in pattern.groupindex:
-            problems.add(f"{located}.pattern", f"needs a named group (?P<{group}>…)")
-            continue
-        unless_forwarded = entry.get("unless_forwarded", False)
-        if not isinstance(unless_forwarded, bool):
-            problems.add(f"{located}.unless_forwarded", "must be true or false")
-            continue
-        unless_sentence = None
-        if "unless_sentence" in entry:
-            unless_sentence = _sentence_veto(entry["unless_sentence"], f"{located}.unless_sentence", problems)
-            if unless_sentence is None:
-                continue
-        if key == "kind" and problems.kind_veto is not None:
-            unless_sentence = _either(unless_sentence, problems.kind_veto)
-        parts = branches(pattern)
-        signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
-                              branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts),
-                              unless_sentence=unless_sentence))
-    return tuple(signals)
-
-
-def _sentence_veto(value: Any, where: str, problems: _Problems) -> re.Pattern[str] | None:
-    """Return the pattern of an ``unless_sentence``: a regular expression, or a list of names of
-    [sentence_vetoes] in common.toml (any of them vetoes)."""
-    if not isinstance(value, list):
-        return _compile(value, where, problems)
-    unknown = [name for name in value if name not in problems.sentence_vetoes]
-    if not value or unknown:
-        known = ", ".join(sorted(problems.sentence_vetoes)) or "none"
-        problems.add(where, f"names unknown sentence vetoes {unknown or value!r} (known: {known})")
-        return None
-    return re.compile("|".join(f"(?:{problems.sentence_vetoes[name].pattern})" for name in value), re.IGNORECASE)
-
-
-def _either(first: re.Pattern[str] | None, second: re.Pattern[str]) -> re.Pattern[str]:
-    return second if first is None else re.compile(f"(?:{first.pattern})|(?:{second.pattern})", first.flags)
-
-
-def _named_vetoes(common: dict[str, Any], problems: _Problems) -> dict[str, re.Pattern[str]]:
-    table = common.get("sentence_vetoes", {})
-    if not isinstance(table, dict):
-        problems.add("sentence_vetoes", "must be a table of name = pattern")
-        return {}
-    compiled = {name: _compile(value, f"sentence_vetoes.{name}", problems) for name, value in table.items()}
-    return {name: pattern for name, pattern in compiled.items() if pattern is not None}
-
-
-def _language_words(language: dict[str, Any], problems: _Problems) -> tuple[LanguageWords, ...]:
+def _language_words(language: dict[str, Any], problems: Problems) -> tuple[LanguageWords, ...]:
     entries = language.get("words", [])
     result = []
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
@@ -251,7 +148,7 @@ def _language_words(language: dict[str, Any], problems: _Problems) -> tuple[Lang
         if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
             problems.add(f"{located}.value", "must be a language id")
             continue
-        words = _strings(entry, "words", f"{located}.", problems)
+        words = strings(entry, "words", f"{located}.", problems)
         result.append(LanguageWords(language=entry["value"], words=frozenset(w.lower() for w in words)))
     return tuple(result)
 
@@ -264,26 +161,10 @@ def _word_index(languages: tuple[LanguageWords, ...]) -> dict[str, tuple[int, ..
     return {word: tuple(positions) for word, positions in index.items()}
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise RulesError(f"{path}: cannot be read: {error.strerror}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise RulesError(f"{path.name}: invalid TOML: {error}") from error
-
-
-def _union(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-
-
-def _platform(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
+def _platform(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     """Validate one platform file into plain parts; merged later with other files of the same id."""
-    names = _strings(data, "names", "", problems)
-    domains = tuple(d.lower() for d in _strings(data, "domains", "", problems))
+    names = strings(data, "names", "", problems)
+    domains = tuple(d.lower() for d in strings(data, "domains", "", problems))
     exceptions = []
     for index, entry in enumerate(data.get("link_exceptions", [])):
         located = f"link_exceptions[{index}]"
@@ -291,7 +172,7 @@ def _platform(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
         if not isinstance(host, str) or not host:
             problems.add(f"{located}.host", "must be a non-empty string")
             continue
-        requires = _compile(entry.get("requires"), f"{located}.requires", problems)
+        requires = compile_pattern(entry.get("requires"), f"{located}.requires", problems)
         if requires is not None:
             exceptions.append(LinkException(host=host.lower(), requires=requires))
     marketplaces = []
@@ -314,24 +195,16 @@ def _platform(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
         signals = {}
     return {
         "names": names,
-        "brands": tuple(b.lower() for b in _strings(data, "brands", "", problems)),
+        "brands": tuple(b.lower() for b in strings(data, "brands", "", problems)),
         "domains": domains,
         "link_exceptions": tuple(exceptions),
         "marketplaces": tuple(marketplaces),
         "date_order": date_order,
-        "marketplace_from_sender": _flag(data, "marketplace_from_sender", problems),
-        "kind_signals": _signals(signals, "kind", "signals.", problems, KINDS),
-        "reason_signals": _signals(signals, "reason", "signals.", problems, None),
-        "not_notice": _signals(signals, "not_notice", "signals.", problems, needs_value=False),
+        "marketplace_from_sender": flag(data, "marketplace_from_sender", problems),
+        "kind_signals": signals_of(signals, "kind", "signals.", problems, KINDS),
+        "reason_signals": signals_of(signals, "reason", "signals.", problems, None),
+        "not_notice": signals_of(signals, "not_notice", "signals.", problems, needs_value=False),
     }
-
-
-def _flag(table: dict[str, Any], key: str, problems: _Problems) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        problems.add(key, f"must be true or false, got {value!r}")
-        return False
-    return value
 
 
 def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list[str]) -> Platform:
@@ -347,7 +220,7 @@ def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list
         if ordered
         else None
     )
-    name_pattern = _union([re.escape(n) for n in names])
+    name_pattern = union([re.escape(n) for n in names])
     assert name_pattern is not None
     return Platform(
         id=platform_id,
@@ -368,12 +241,7 @@ def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list
     )
 
 
-def _single(common: dict[str, Any], key: str, problems: _Problems) -> re.Pattern[str]:
-    pattern = _compile(common.get(key), key, problems)
-    return pattern if pattern is not None else re.compile(r"(?!)")
-
-
-def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
+def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     """Validate the common data (one file or the merge of several)."""
     severity = data.get("severity", {})
     for kind, value in severity.items():
@@ -384,7 +252,7 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
     for kind in KINDS:
         if kind not in severity:
             problems.add("severity", f"missing kind {kind!r}")
-    kind_order = _strings(data, "kind_order", "", problems)
+    kind_order = strings(data, "kind_order", "", problems)
     if sorted(kind_order) != sorted(KINDS):
         problems.add("kind_order", "must list every kind exactly once")
     signals = data.get("signals", {})
@@ -393,7 +261,7 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
     authenticity = data.get("authenticity", {})
     extract = data.get("extract", {})
     relative = []
-    for signal in _signals(deadline, "relative", "deadline.", problems, needs_value=False, group="n"):
+    for signal in signals_of(deadline, "relative", "deadline.", problems, needs_value=False, group="n"):
         relative.append(signal)
     units = [entry.get("unit") for entry in deadline.get("relative", []) if isinstance(entry, dict)]
     relative_rules = []
@@ -405,7 +273,7 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
     months = {str(k).lower(): v for k, v in deadline.get("months", {}).items()}
     if any(not isinstance(v, int) or not 1 <= v <= 12 for v in months.values()):
         problems.add("deadline.months", "every month must be an integer 1-12")
-    reason_cues = _single(extract, "reason_cues", problems)
+    reason_cues = single(extract, "reason_cues", problems)
     distance = authenticity.get("lookalike_distance", 2)
     if not isinstance(distance, int) or distance < 0:
         problems.add("authenticity.lookalike_distance", "must be a non-negative integer")
@@ -414,7 +282,7 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
     if not isinstance(minimum, int):
         problems.add("language.script_minimum", "must be an integer")
         minimum = 5
-    scripts = _signals(language, "script", "language.", problems)
+    scripts = signals_of(language, "script", "language.", problems)
     for index, script in enumerate(scripts):
         if any(script.pattern.search(chr(code)) for code in range(128)):  # detect_language skips ASCII text
             problems.add(f"language.script[{index}].pattern", "must match no ASCII character (scripts are non-Latin)")
@@ -424,35 +292,35 @@ def _common(data: dict[str, Any], problems: _Problems) -> dict[str, Any]:
         ),
         "severity": dict(severity),
         "kind_order": kind_order,
-        "reason_order": _strings(data, "reason_order", "", problems),
-        "kinds_without_reason": _strings(data, "kinds_without_reason", "", problems),
-        "kinds_without_deadline": _strings(data, "kinds_without_deadline", "", problems),
-        "kind_signals": _signals(signals, "kind", "signals.", problems, KINDS),
-        "reason_signals": _signals(signals, "reason", "signals.", problems, None),
-        "not_notice": _signals(signals, "not_notice", "signals.", problems, needs_value=False),
-        "funds_signals": _signals(signals, "funds", "signals.", problems, needs_value=False),
-        "hold_days": _signals(signals, "hold_days", "signals.", problems, needs_value=False, group="n"),
+        "reason_order": strings(data, "reason_order", "", problems),
+        "kinds_without_reason": strings(data, "kinds_without_reason", "", problems),
+        "kinds_without_deadline": strings(data, "kinds_without_deadline", "", problems),
+        "kind_signals": signals_of(signals, "kind", "signals.", problems, KINDS),
+        "reason_signals": signals_of(signals, "reason", "signals.", problems, None),
+        "not_notice": signals_of(signals, "not_notice", "signals.", problems, needs_value=False),
+        "funds_signals": signals_of(signals, "funds", "signals.", problems, needs_value=False),
+        "hold_days": signals_of(signals, "hold_days", "signals.", problems, needs_value=False, group="n"),
         "script_languages": scripts,
         "word_languages": (word_languages := _language_words(language, problems)),
         "word_index": _word_index(word_languages),
         "default_language": language.get("default", "en"),
         "script_minimum": minimum,
-        "free_mail": tuple(d.lower() for d in _strings(authenticity, "free_mail", "authenticity.", problems)),
-        "forward_subject": _single(authenticity, "forward_subject", problems),
-        "forwarded_from": _single(authenticity, "forwarded_from", problems),
-        "scam_phrases": _signals(authenticity, "scam_phrases", "authenticity.", problems, needs_value=False),
+        "free_mail": tuple(d.lower() for d in strings(authenticity, "free_mail", "authenticity.", problems)),
+        "forward_subject": single(authenticity, "forward_subject", problems),
+        "forwarded_from": single(authenticity, "forwarded_from", problems),
+        "scam_phrases": signals_of(authenticity, "scam_phrases", "authenticity.", problems, needs_value=False),
         "lookalike_distance": distance,
         "relative_deadlines": tuple(relative_rules),
-        "explicit_dates": _signals(deadline, "explicit", "deadline.", problems, needs_value=False),
-        "deadline_cue_before": _single(deadline, "cue_before", problems),
-        "deadline_cue_after": _single(deadline, "cue_after", problems),
-        "deadline_veto": _single(deadline, "veto", problems),
+        "explicit_dates": signals_of(deadline, "explicit", "deadline.", problems, needs_value=False),
+        "deadline_cue_before": single(deadline, "cue_before", problems),
+        "deadline_cue_after": single(deadline, "cue_after", problems),
+        "deadline_veto": single(deadline, "veto", problems),
         "months": months,
-        "id_rules": _signals(extract, "ids", "extract.", problems, group="id"),
-        "reason_headings": _single(extract, "reason_headings", problems),
+        "id_rules": signals_of(extract, "ids", "extract.", problems, group="id"),
+        "reason_headings": single(extract, "reason_headings", problems),
         "reason_cues": reason_cues,
         "reason_cue_literals": (required_literals(reason_cues) or ((),))[0],
-        "boilerplate": _single(extract, "boilerplate", problems),
+        "boilerplate": single(extract, "boilerplate", problems),
     }
 
 
@@ -463,12 +331,12 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     if common_path not in files:
         raise RulesError(f"{common_path}: missing")
     problems: list[str] = []
-    common_data = _read(common_path)
-    located_vetoes = _Problems(COMMON_FILE)
-    vetoes = _named_vetoes(common_data, located_vetoes)
+    common_data = read_toml(common_path)
+    located_vetoes = Problems(COMMON_FILE)
+    vetoes = named_vetoes(common_data, located_vetoes)
     located_vetoes.sentence_vetoes = vetoes
     kind_veto = (
-        _sentence_veto(common_data["kind_unless_sentence"], "kind_unless_sentence", located_vetoes)
+        sentence_veto(common_data["kind_unless_sentence"], "kind_unless_sentence", located_vetoes)
         if "kind_unless_sentence" in common_data else None
     )
     problems.extend(located_vetoes.items)
@@ -476,8 +344,8 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     platform_sources: dict[str, list[str]] = {}
     extra_common: list[dict[str, Any]] = []
     for path in [f for f in files if f != common_path] + [Path(p) for p in extra_files]:
-        data = _read(path)
-        located = _Problems(path.name, vetoes, kind_veto)
+        data = read_toml(path)
+        located = Problems(path.name, vetoes, kind_veto)
         platform_id = data.get("id")
         if platform_id is None:
             _check_extra_common(data, located)
@@ -493,7 +361,7 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     if problems:
         raise RulesError("; ".join(problems))
     merged = _merge_common(common_data, extra_common)
-    located_common = _Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)", vetoes, kind_veto)
+    located_common = Problems(COMMON_FILE if not extra_common else f"{COMMON_FILE} (+ user files)", vetoes, kind_veto)
     common = _common(merged, located_common)
     problems.extend(located_common.items)
     if problems:
@@ -523,16 +391,16 @@ def _ranked(platforms: tuple[Platform, ...], common: dict[str, Any]) -> dict[tup
     return ranked
 
 
-def _check_extra_common(data: dict[str, Any], problems: _Problems) -> None:
+def _check_extra_common(data: dict[str, Any], problems: Problems) -> None:
     """Check a user file that extends the common data, so problems name that file's own keys."""
     signals = data.get("signals", {})
     if not isinstance(signals, dict):
         problems.add("signals", "must be a table")
         return
-    _signals(signals, "kind", "signals.", problems, KINDS)
-    _signals(signals, "reason", "signals.", problems, None)
+    signals_of(signals, "kind", "signals.", problems, KINDS)
+    signals_of(signals, "reason", "signals.", problems, None)
     for key in ("not_notice", "funds"):
-        _signals(signals, key, "signals.", problems, needs_value=False)
+        signals_of(signals, key, "signals.", problems, needs_value=False)
     for kind, value in data.get("severity", {}).items():
         if kind not in KINDS or value not in SEVERITIES:
             problems.add(f"severity.{kind}", f"unknown kind or severity {value!r}")
