@@ -7,6 +7,7 @@ Return-Path domains and the hosts that links point to are read.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -73,15 +74,20 @@ def is_own(domain: str, platform: Platform) -> bool:
     return bool(domain) and not platform.domain_set.isdisjoint(_suffixes(domain))
 
 
-def _suffixes(domain: str) -> list[str]:
-    """Return ``domain`` and each parent domain of it ("a.b.c" → a.b.c, b.c, c)."""
+@functools.lru_cache(maxsize=4096)
+def _suffixes(domain: str) -> tuple[str, ...]:
+    """Return ``domain`` and each parent domain of it ("a.b.c" → a.b.c, b.c, c); a mailbox asks
+    about the same few hosts again and again."""
     labels = domain.split(".")
-    return [".".join(labels[index:]) for index in range(len(labels))]
+    return tuple(".".join(labels[index:]) for index in range(len(labels)))
 
 
 def owner_of(domain: str, rules: RuleSet) -> Platform | None:
     """Return the platform whose own domain ``domain`` is, or None."""
-    return next((p for p in rules.platforms if is_own(domain, p)), None)
+    if not domain:
+        return None
+    suffixes = _suffixes(domain)
+    return next((p for p in rules.platforms if not p.domain_set.isdisjoint(suffixes)), None)
 
 
 def resembles(text: str, brand: str, rules: RuleSet) -> bool:

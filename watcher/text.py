@@ -63,11 +63,15 @@ def unwrap(text: str) -> str:
     joined = [lines[0]]
     for following in lines[1:]:
         line = joined[-1]
-        quote = _quote_of(line) if line.startswith(">") else ""
-        quote_next = _quote_of(following) if following.startswith(">") else ""
-        # Quoted mail is joined like any other at the same depth, the absorbed line's markers dropped.
-        body, continued = line[len(quote) :], following[len(quote_next) :]
-        if quote.replace(" ", "") != quote_next.replace(" ", "") or not _joins(body, continued):
+        body, continued = line, following
+        if line.startswith(">") or following.startswith(">"):
+            # Quoted mail is joined like any other at the same depth, the absorbed line's markers dropped.
+            quote, quote_next = _quote_of(line), _quote_of(following)
+            if quote.replace(" ", "") != quote_next.replace(" ", ""):
+                joined.append(following)
+                continue
+            body, continued = line[len(quote) :], following[len(quote_next) :]
+        if not _joins(body, continued):
             joined.append(following)
             continue
         glue = "" if _CJK.match(body[-1]) or _CJK.match(continued[0]) else " "
