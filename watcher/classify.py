@@ -56,8 +56,11 @@ def _earliest_claim(value: str, rules: RuleSet) -> Platform | None:
     return best[1] if best else None
 
 
-def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Platform, Evidence] | None:
-    """Return the platform the message comes from or claims to come from, with the evidence."""
+def find_platform(
+    message: ParsedMessage, text: str, rules: RuleSet, forwarded: re.Match[str] | None
+) -> tuple[Platform, Evidence] | None:
+    """Return the platform the message comes from or claims to come from, with the evidence;
+    ``forwarded`` is the quoted "From:" line of a forward (``_forwarded_header``)."""
     sender = authenticity.domain_of(message.from_address)
     owner = authenticity.owner_of(sender, rules)
     if owner is not None:
@@ -65,7 +68,6 @@ def find_platform(message: ParsedMessage, text: str, rules: RuleSet) -> tuple[Pl
     imitated = authenticity.lookalike_of(sender, rules)
     if imitated is not None:
         return imitated, Evidence("platform", imitated.id, "look-alike sender domain", sender)
-    forwarded = _forwarded_header(message, text, rules)
     sources = (("display name", message.from_name), ("subject", message.subject),
                ("forwarded From line", forwarded.group("from") if forwarded else ""))
     for where, value in sources:
@@ -85,10 +87,10 @@ def _forwarded_header(message: ParsedMessage, text: str, rules: RuleSet) -> re.M
     return rules.forwarded_from.search(text) if rules.forward_subject.search(message.subject) else None
 
 
-def _notice_text(message: ParsedMessage, text: str, rules: RuleSet) -> str:
-    """Return the text a forward quotes (after the header block its "From:" line starts), or all of
-    ``text``: a notice forwarded with a cover note in another language is in the notice's language."""
-    header = _forwarded_header(message, text, rules)
+def _notice_text(text: str, header: re.Match[str] | None) -> str:
+    """Return the text a forward quotes (after the header block its "From:" line ``header`` starts),
+    or all of ``text``: a notice forwarded with a cover note in another language is in the notice's
+    language."""
     if header is None:
         return text
     body = text.find("\n\n", header.end())
@@ -108,15 +110,17 @@ def classify(
     """
     trusted_ids = trusted_authserv_ids
     text = message.text[:MAX_CLASSIFIED_CHARS]
-    language = extract.detect_language(_notice_text(message, text, rules) or message.subject, rules)
-    claim = find_platform(message, text, rules)
+    forwarded = _forwarded_header(message, text, rules)
+    language = extract.detect_language(_notice_text(text, forwarded) or message.subject, rules)
+    claim = find_platform(message, text, rules, forwarded)
     if claim is None:
         return Classification(relevant=False, language=language)
     platform, platform_evidence = claim
     haystack = f"{message.subject}\n{text}"
     lowered = haystack.lower()
     vetoes = (*rules.not_notice, *platform.not_notice)
-    if authenticity.is_internal_forward(message, rules):
+    internal_forward = authenticity.is_internal_forward(message, rules)
+    if internal_forward:
         # "my account was suspended, see below" in a colleague's cover note is not personal mail
         vetoes = tuple(signal for signal in vetoes if not signal.unless_forwarded)
     veto = _first_hit(vetoes, lowered)
@@ -140,7 +144,8 @@ def classify(
         # The "why" paragraph names the reason; elsewhere a notice may mention others in passing
         # ("funds, minus any A-to-z claims, will be transferred").
         reason_signals = rules.ranked_signals(platform, "reason")
-        reason_hit = (why and _first_hit(reason_signals, why.lower(), within=lowered)) or _first_hit(reason_signals, lowered)
+        in_why = _first_hit(reason_signals, why.lower(), within=lowered) if why else None
+        reason_hit = in_why or _first_hit(reason_signals, lowered)
         if reason_hit is not None:
             reason = reason_hit.value
             evidence.append(_named(reason_hit, "reason"))
@@ -155,9 +160,8 @@ def classify(
     runs = digit_runs(lowered)
     if kind not in rules.kinds_without_deadline:
         order = extract.date_order_for(platform, marketplace.value if marketplace else None)
-        forwarded = authenticity.is_internal_forward(message, rules)
         deadline = extract.find_deadline(
-            haystack, message.date, order, rules, relative_allowed=not forwarded, lowered=lowered, runs=runs
+            haystack, message.date, order, rules, relative_allowed=not internal_forward, lowered=lowered, runs=runs
         )
     ids = extract.find_ids(haystack, rules, lowered=lowered, runs=runs)
     facts = _facts(kind, kind_signals, haystack, lowered, message, platform, verdict.authenticity, rules)

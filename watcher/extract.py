@@ -187,7 +187,7 @@ def find_hold_days(text: str, rules: RuleSet) -> Found | None:
     """Return the number of days funds are held, when the notice states one."""
     lowered = text.lower()
     for signal in rules.hold_days:
-        found = signal.search(text, lowered)
+        found = signal.search(lowered)
         if found:
             return Found(found.group("n"), Evidence("hold_days", found.group("n"), signal.rule, found.group(0)))
     return None

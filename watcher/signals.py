@@ -132,8 +132,8 @@ class Signal:
         match that text; None (a short text) excludes nothing."""
         return self.gate is not None and present is not None and present.isdisjoint(self.gate)
 
-    def search(self, text: str, lowered: str) -> re.Match[str] | None:
-        """Return the first match, found in ``lowered`` (``text.lower()``), or None."""
+    def search(self, lowered: str) -> re.Match[str] | None:
+        """Return the first match in ``lowered`` (a lower-cased text), or None."""
         present = literals.present_in(lowered)
         return None if self.excluded_by(present) else self.search_in(lowered, present)
 
