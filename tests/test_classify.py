@@ -156,16 +156,25 @@ def _rules_with(tmp_path: Path, toml: str) -> RuleSet:
     return load_rules([extra])
 
 
-def test_a_signal_does_not_count_in_a_sentence_its_unless_sentence_matches(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "condition", "counted", "not_counted"),
+    [
+        ("reinstated", "unless_sentence = '''\\b(once|if)\\b'''",
+         "Good news. Your storefront is back, check your listings.",
+         "Once your storefront is back, check your listings."),
+        ("security_lock", 'requires = "intruder"',
+         "An intruder signed in. Your storefront is back, check your listings.",
+         "Your storefront is back, check your listings."),
+    ],
+    ids=["unless_sentence", "requires"],
+)
+def test_a_signal_counts_only_where_its_condition_allows(
+        kind: str, condition: str, counted: str, not_counted: str, tmp_path: Path) -> None:
     rules = _rules_with(
-        tmp_path,
-        'id = "amazon"\n[[signals.kind]]\nvalue = "reinstated"\npattern = "storefront is back"\n'
-        "unless_sentence = '''\\b(once|if)\\b'''\n",
+        tmp_path, f'id = "amazon"\n[[signals.kind]]\nvalue = "{kind}"\npattern = "storefront is back"\n{condition}\n'
     )
-    conditional = classify(parse_message(_plain_notice("Once your storefront is back, check your listings.")), rules)
-    news = classify(parse_message(_plain_notice("Good news. Your storefront is back, check your listings.")), rules)
-    assert conditional.kind != "reinstated"
-    assert news.kind == "reinstated"
+    assert classify(parse_message(_plain_notice(counted)), rules).kind == kind
+    assert classify(parse_message(_plain_notice(not_counted)), rules).kind != kind
 
 
 @pytest.mark.parametrize(
@@ -179,8 +188,11 @@ def test_a_signal_does_not_count_in_a_sentence_its_unless_sentence_matches(tmp_p
          r"language\.script\[\d+\]\.pattern: must match no ASCII character"),
         ('[[concepts.kind]]\nvalue = "funds_held"\nall = ["no_such_concept"]\n',
          r"concepts\.kind\[\d+\]\.all: must list names of concepts\.words"),
+        ('[[deadline.relative]]\nunit = "days"\npattern = \'\'\'within (?P<n>\\d+) days|(\\d+) days left\'\'\'\n',
+         r"deadline\.relative\[\d+\]\.pattern: every alternative \(\|\) needs the named group"),
     ],
-    ids=["bad unless_sentence", "unknown sentence veto", "script matching ASCII", "unknown concept"],
+    ids=["bad unless_sentence", "unknown sentence veto", "script matching ASCII", "unknown concept",
+         "alternative without its group"],
 )
 def test_a_bad_rule_in_a_user_file_is_refused_with_its_key(toml: str, problem: str, tmp_path: Path) -> None:
     bad = tmp_path / "my.toml"

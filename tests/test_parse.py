@@ -160,6 +160,23 @@ def test_a_quoted_paragraph_is_joined_at_its_own_depth_only() -> None:
     ]
 
 
+def test_a_message_attached_whole_shows_its_sender_and_subject_above_its_text() -> None:
+    inner = (
+        "From: Amazon.com.au <seller-verification@amazon.com.au>\r\nSubject: Verify your card\r\n"
+        "Date: Thu, 24 Sep 2026 07:41:10 +1000\r\nContent-Type: text/plain\r\n\r\nPlease verify your card.\r\n"
+    )
+    content = (
+        "From: Tom <tom@agency.example>\r\nTo: ops@shop.example\r\nSubject: Fwd: Verify your card\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nSee the attached notice.\r\n"
+        '--b\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="notice.eml"\r\n\r\n'
+        f"{inner}--b--\r\n"
+    ).encode()
+    text = parse_message(content).text
+    assert text.index("See the attached notice.") < text.index("From: Amazon.com.au <seller-verification@amazon.com.au>")
+    assert "Subject: Verify your card" in text
+    assert text.index("Subject: Verify your card") < text.index("Please verify your card.")
+
 def test_punctuation_after_a_bare_url_is_not_part_of_the_link() -> None:
     message = parse_message(
         b"From: PayPal <service@paypal.it>\r\nSubject: Avviso\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watcher import literals
 from watcher.parse import parse_message
 from watcher.rules import RuleSet, load_rules
 from watcher.signals import Signal, digit_runs
@@ -33,7 +34,10 @@ TEXTS = [f"{m.subject}\n{m.text}" for m in (parse_message(path.read_bytes()) for
 
 
 def _as_written(signal: Signal, lowered: str) -> list[tuple[int, int]]:
-    """The spans the signal's own pattern finds, less those its unless_sentence discards."""
+    """The spans the signal's own pattern finds, less those its unless_sentence discards; none when
+    the text lacks what the signal requires."""
+    if signal.requires is not None and signal.requires.search(lowered) is None:
+        return []
     return [m.span() for m in signal.pattern.finditer(lowered) if not signal.vetoed(lowered, m.start())]
 
 
@@ -49,6 +53,22 @@ def test_every_signal_finds_on_real_mail_what_its_pattern_finds() -> None:
             found = signal.search(lowered)
             assert (found.span() if found else None) == (expected[0] if expected else None), signal.rule
             assert [m.span() for m in signal.finditer(lowered, runs)] == expected, signal.rule
+
+
+RANKED = [RULES.ranked_signals(platform, field) for platform in RULES.platforms for field in ("kind", "reason")] + [
+    RULES.vetoes(platform, forwarded=forwarded) for platform in RULES.platforms for forwarded in (False, True)]
+
+
+@pytest.mark.skipif(not TEXTS, reason="no mail to read")
+def test_a_ranked_list_finds_the_first_signal_whose_pattern_matches() -> None:
+    for text in TEXTS[::4]:
+        lowered = text.lower()
+        if len(lowered) != len(text):
+            continue
+        for ranked in RANKED:
+            expected = next(((s, spans[0]) for s in ranked if (spans := _as_written(s, lowered))), None)
+            hit = ranked.first(lowered, literals.present_in(lowered))
+            assert (hit and (hit[0], hit[1].span())) == expected
 
 
 DIGITS_AND_WORDS = st.lists(

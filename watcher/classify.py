@@ -20,7 +20,7 @@ from datetime import date
 from watcher import authenticity, extract, literals
 from watcher.model import Classification, Evidence, ParsedMessage
 from watcher.rules import Platform, RuleSet
-from watcher.signals import Signal, digit_runs
+from watcher.signals import Ranked, Signal, digit_runs
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ def _first_hit(signals: Iterable[Signal], lowered: str, *, within: str | None = 
     or None. ``within``: the lower-cased text ``lowered`` was cut from (spacing aside), whose literals
     (already known) stand in for its own, sparing a pass of the literal index."""
     present = literals.present_in(lowered if within is None else within)
+    if isinstance(signals, Ranked):
+        hit = signals.first(lowered, present)
+        return Evidence("", hit[0].value, hit[0].rule, hit[1].group(0)) if hit else None
     for signal in signals:
         if signal.excluded_by(present):
             continue
@@ -118,12 +121,9 @@ def classify(
     platform, platform_evidence = claim
     haystack = f"{message.subject}\n{text}"
     lowered = haystack.lower()
-    vetoes = (*rules.not_notice, *platform.not_notice)
     internal_forward = authenticity.is_internal_forward(message, rules)
-    if internal_forward:
-        # "my account was suspended, see below" in a colleague's cover note is not personal mail
-        vetoes = tuple(signal for signal in vetoes if not signal.unless_forwarded)
-    veto = _first_hit(vetoes, lowered)
+    # "my account was suspended, see below" in a colleague's cover note is not personal mail
+    veto = _first_hit(rules.vetoes(platform, forwarded=internal_forward), lowered)
     if veto:
         log.debug("not a notice: %s", veto.signal)
         return Classification(relevant=False, language=language)
@@ -160,8 +160,10 @@ def classify(
     runs = digit_runs(lowered)
     if kind not in rules.kinds_without_deadline:
         order = extract.date_order_for(platform, marketplace.value if marketplace else None)
+        own = _reply_end(message, lowered, rules)
         deadline = extract.find_deadline(
-            haystack, message.date, order, rules, relative_allowed=not internal_forward, lowered=lowered, runs=runs
+            haystack[:own], message.date, order, rules, relative_allowed=not internal_forward,
+            lowered=lowered[:own], runs=[run for run in runs if run[1] <= own],
         )
     ids = extract.find_ids(haystack, rules, lowered=lowered, runs=runs)
     facts = _facts(kind, kind_signals, haystack, lowered, message, platform, verdict.authenticity, rules)
@@ -184,6 +186,17 @@ def classify(
         facts=facts,
         evidence=tuple(evidence),
     )
+
+
+def _reply_end(message: ParsedMessage, lowered: str, rules: RuleSet) -> int:
+    """Return where a reply's own words end in ``lowered``: at the mail it quotes (a quoted header
+    or quoted lines), whose dates are that earlier mail's; the whole length for any other mail."""
+    if not rules.reply_subject.search(message.subject) or rules.forward_subject.search(message.subject):
+        return len(lowered)
+    header = rules.forwarded_from.search(lowered)
+    quoted = lowered.find("\n>")
+    ends = [position for position in (header.start() if header else -1, quoted) if position > 0]
+    return min(ends, default=len(lowered))
 
 
 def _as_date(value: str) -> date:

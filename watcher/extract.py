@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 LANGUAGE_SAMPLE = 600  # characters of body read to decide the language: a bilingual notice is in the one it opens with
 REASON_TEXT_CHARS = 600
-_CUE_WINDOW = 24
+_CUE_WINDOW = 36  # "entro e non oltre il mercoledì " fits
 _VETO_WINDOW = 60
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n")
 
@@ -147,6 +147,8 @@ def find_deadline(
             before = lowered[max(0, found.start() - _CUE_WINDOW) : found.start()]
             after = lowered[found.end() : found.end() + _CUE_WINDOW]
             if not (rules.deadline_cue_before.search(before) or rules.deadline_cue_after.search(after)):
+                continue
+            if rules.deadline_platform_pays.search(f"{before} {after}"):
                 continue
             explicit = _explicit_date(found, order, rules)
             # A date on or before the day the mail was sent tells when something happened, not a deadline.

@@ -265,6 +265,8 @@ def _walk_body(message: email.message.Message) -> _Body:
         if header_defects:
             body.defects.add("MimeHeaderDefect")
         disposition = str(metadata.get_content_disposition() or "").lower()
+        if part.get_content_type() == "message/rfc822" and not inside_attachment:
+            body.plain.append(_attached_header(part))
         if part.is_multipart() and disposition != "attachment":
             continue
         content_type = metadata.get_content_type()
@@ -291,6 +293,19 @@ def _walk_body(message: email.message.Message) -> _Body:
         elif text and own_type.endswith("/plain"):
             body.plain.append(text)
     return body
+
+
+_ATTACHED_HEADERS = ("From", "Date", "Subject", "To")
+
+
+def _attached_header(part: email.message.Message) -> str:
+    """Return the header block of a message attached whole (a forward "as attachment"), as a mail
+    client shows it above its text: who sent it and when is what the forward is about."""
+    inner = part.get_payload(0) if part.is_multipart() else None
+    if not isinstance(inner, email.message.Message):
+        return ""
+    lines = [f"{name}: {_decode_header_value(inner[name])}" for name in _ATTACHED_HEADERS if inner[name]]
+    return "\n".join(["---------- Forwarded message ----------", *lines]) if lines else ""
 
 
 def _plain_mailbox(value: object) -> list[tuple[str, str]] | None:

@@ -70,7 +70,7 @@ def signals_of(
         if not isinstance(entry, dict):
             problems.add(located, "must be a table with 'pattern'")
             continue
-        unknown = set(entry) - {"value", "pattern", "note", "unit", "unless_forwarded", "unless_sentence"}
+        unknown = set(entry) - {"value", "pattern", "note", "unit", "unless_forwarded", "unless_sentence", "requires"}
         for name in sorted(unknown):
             problems.add(f"{located}.{name}", "unknown key")
         value = entry.get("value", "")
@@ -95,12 +95,20 @@ def signals_of(
             unless_sentence = sentence_veto(entry["unless_sentence"], f"{located}.unless_sentence", problems)
             if unless_sentence is None:
                 continue
+        requires = None
+        if "requires" in entry:
+            requires = compile_pattern(entry["requires"], f"{located}.requires", problems)
+            if requires is None:
+                continue
         if key == "kind" and problems.kind_veto is not None:
             unless_sentence = _either(unless_sentence, problems.kind_veto)
         parts = branches(pattern)
+        if group is not None and any(group not in part.pattern.groupindex for part in parts):
+            problems.add(f"{located}.pattern", f"every alternative (|) needs the named group (?P<{group}>…)")
+            continue
         signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
                               branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts),
-                              unless_sentence=unless_sentence))
+                              unless_sentence=unless_sentence, requires=requires))
     return tuple(signals)
 
 

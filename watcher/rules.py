@@ -32,7 +32,7 @@ from watcher.rulefile import (
     strings,
     union,
 )
-from watcher.signals import Signal, required_literals
+from watcher.signals import Ranked, Signal, required_literals
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class RuleSet:
     free_mail: tuple[str, ...]
     forward_subject: re.Pattern[str]
     forwarded_from: re.Pattern[str]
+    reply_subject: re.Pattern[str]
     scam_phrases: tuple[Signal, ...]
     lookalike_distance: int
     relative_deadlines: tuple[RelativeRule, ...]
@@ -119,6 +120,7 @@ class RuleSet:
     deadline_cue_before: re.Pattern[str]
     deadline_cue_after: re.Pattern[str]
     deadline_veto: re.Pattern[str]
+    deadline_platform_pays: re.Pattern[str]
     months: dict[str, int]
     id_rules: tuple[Signal, ...]  # group "id"
     reason_headings: re.Pattern[str]
@@ -126,18 +128,23 @@ class RuleSet:
     boilerplate: re.Pattern[str]
     sources: tuple[str, ...] = field(default=())
     reason_cue_literals: tuple[str, ...] = ()  # every reason_cues match holds one (lower-case); () = unknown
-    ranked: dict[tuple[str, str], tuple[Signal, ...]] = field(default_factory=dict)  # see ranked_signals
+    ranked: dict[tuple[str, str], Ranked] = field(default_factory=dict)  # see ranked_signals and vetoes
     concepts: Concepts = field(default_factory=lambda: Concepts(words={}, rules=()))  # the second tier of kinds
 
     def platform(self, platform_id: str) -> Platform | None:
         """Return the platform with ``platform_id``, or None."""
         return next((p for p in self.platforms if p.id == platform_id), None)
 
-    def ranked_signals(self, platform: Platform, field: str) -> tuple[Signal, ...]:
+    def ranked_signals(self, platform: Platform, field: str) -> Ranked:
         """Return the ``field`` ("kind" or "reason") signals that count for ``platform``: its own and
         the common ones, ordered by kind_order / reason_order (file order within one value), so
         that the first to match names the most decisive value."""
         return self.ranked[(platform.id, field)]
+
+    def vetoes(self, platform: Platform, *, forwarded: bool = False) -> Ranked:
+        """Return the not-a-notice signals for mail from ``platform`` (the common ones, then its own);
+        ``forwarded``: without those a forward's own cover note may trip (unless_forwarded)."""
+        return self.ranked[(platform.id, "forwarded vetoes" if forwarded else "vetoes")]
 
 
 def _language_words(language: dict[str, Any], problems: Problems) -> tuple[LanguageWords, ...]:
@@ -308,6 +315,7 @@ def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "free_mail": tuple(d.lower() for d in strings(authenticity, "free_mail", "authenticity.", problems)),
         "forward_subject": single(authenticity, "forward_subject", problems),
         "forwarded_from": single(authenticity, "forwarded_from", problems),
+        "reply_subject": single(authenticity, "reply_subject", problems),
         "scam_phrases": signals_of(authenticity, "scam_phrases", "authenticity.", problems, needs_value=False),
         "lookalike_distance": distance,
         "relative_deadlines": tuple(relative_rules),
@@ -315,6 +323,7 @@ def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "deadline_cue_before": single(deadline, "cue_before", problems),
         "deadline_cue_after": single(deadline, "cue_after", problems),
         "deadline_veto": single(deadline, "veto", problems),
+        "deadline_platform_pays": single(deadline, "platform_pays", problems),
         "months": months,
         "id_rules": signals_of(extract, "ids", "extract.", problems, group="id"),
         "reason_headings": single(extract, "reason_headings", problems),
@@ -378,16 +387,21 @@ def load_rules(extra_files: Sequence[Path] = ()) -> RuleSet:
     )
 
 
-def _ranked(platforms: tuple[Platform, ...], common: dict[str, Any]) -> dict[tuple[str, str], tuple[Signal, ...]]:
+def _ranked(platforms: tuple[Platform, ...], common: dict[str, Any]) -> dict[tuple[str, str], Ranked]:
     """Return RuleSet.ranked: per platform and field, the signals in the order classify tries them;
-    signals whose value the order does not list never count and are left out."""
-    ranked: dict[tuple[str, str], tuple[Signal, ...]] = {}
+    signals whose value the order does not list never count and are left out. Also each platform's
+    not-a-notice signals, all of them and those that still count in a forward."""
+    ranked: dict[tuple[str, str], Ranked] = {}
     for field_name in ("kind", "reason"):
         rank = {value: position for position, value in enumerate(common[f"{field_name}_order"])}
         for platform in platforms:
             own: tuple[Signal, ...] = getattr(platform, f"{field_name}_signals")
             candidates = [s for s in (*own, *common[f"{field_name}_signals"]) if s.value in rank]
-            ranked[(platform.id, field_name)] = tuple(sorted(candidates, key=lambda s: rank[s.value]))
+            ranked[(platform.id, field_name)] = Ranked(sorted(candidates, key=lambda s: rank[s.value]))
+    for platform in platforms:
+        vetoes = (*common["not_notice"], *platform.not_notice)
+        ranked[(platform.id, "vetoes")] = Ranked(vetoes)
+        ranked[(platform.id, "forwarded vetoes")] = Ranked(s for s in vetoes if not s.unless_forwarded)
     return ranked
 
 

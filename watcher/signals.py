@@ -8,7 +8,7 @@ literals are absent from a text is never run. Patterns that need digits are sear
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,9 @@ class Signal:
     # A match does not count when the part of its sentence before it matches this (lower-case text):
     # "once your account has been reactivated…" is an instruction, not news. None: every match counts.
     unless_sentence: re.Pattern[str] | None = None
+    # A match counts only when the text also matches this somewhere ("access limited" is a security
+    # lock only where the notice tells of an intrusion). None: no such condition.
+    requires: re.Pattern[str] | None = None
     # Every branch needs one literal of its first trigger group; if a text has none of them all, no branch
     # can match and the signal is skipped with one set test. None: some branch has no trigger.
     gate: frozenset[str] | None = None
@@ -140,13 +143,20 @@ class Signal:
     def search_in(self, lowered: str, present: frozenset[str] | None) -> re.Match[str] | None:
         """``search`` for a caller that has checked ``excluded_by`` already with ``present``: the
         literals of ``lowered`` (``literals.present_in``) or of a text that holds it."""
+        return self.search_branches(lowered, self._live(present, lowered))
+
+    def search_branches(self, lowered: str, live: Iterable[Branch]) -> re.Match[str] | None:
+        """Return the first match of the branches ``live`` (those of this signal whose literals
+        ``lowered`` holds, in their order) as the whole pattern would find it, or None."""
         best: re.Match[str] | None = None
-        for branch in self._live(present, lowered):
+        for branch in live:
             found = branch.search(lowered)
             while found is not None and self.vetoed(lowered, found.start()):
                 found = branch.search(lowered, found.start() + 1)
             if found is not None and (best is None or found.start() < best.start()):
                 best = found
+        if best is not None and self.requires is not None and self.requires.search(lowered) is None:
+            return None
         return best
 
     def _live(self, present: frozenset[str] | None, lowered: str) -> list[Branch]:
@@ -171,6 +181,8 @@ class Signal:
     def finditer(self, lowered: str, runs: Sequence[tuple[int, int]] | None = None) -> Iterator[re.Match[str]]:
         """Yield the matches in ``lowered`` (lower-case text), as the pattern as written would;
         ``runs`` (``digit_runs(lowered)``) lets a pattern that needs digits skip the prose."""
+        if self.requires is not None and self.requires.search(lowered) is None:
+            return
         live = self._live(literals.present_in(lowered), lowered)
         if runs is not None and len(live) == 1 and live[0].digit_span:
             yield from (found for found in live[0].near_digits(lowered, runs) if not self.vetoed(lowered, found.start()))
@@ -192,6 +204,73 @@ class Signal:
             if not self.vetoed(lowered, found.start()):
                 yield found
             position = max(found.end(), found.start() + 1)
+
+
+class Ranked(Sequence[Signal]):
+    """Signals in the order they are tried (the first to match wins), indexed by the first trigger
+    literal of each branch: the branches a text can match are found from the literals it holds,
+    a few dozen dictionary lookups, rather than by testing every branch of every signal."""
+
+    def __init__(self, signals: Iterable[Signal]) -> None:
+        self.signals = tuple(signals)
+        index: dict[str, list[tuple[int, int]]] = {}
+        self._always: list[tuple[int, int]] = []  # branches without a trigger: every text may match
+        for position, signal in enumerate(self.signals):
+            for number, branch in enumerate(signal.branches):
+                if not branch.triggers:
+                    self._always.append((position, number))
+                for literal in branch.triggers[0] if branch.triggers else ():
+                    index.setdefault(literal, []).append((position, number))
+        self._index = {literal: tuple(places) for literal, places in index.items()}
+        self._literals = frozenset(index)
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def __iter__(self) -> Iterator[Signal]:
+        return iter(self.signals)
+
+    def __getitem__(self, position):  # type: ignore[no-untyped-def]
+        return self.signals[position]
+
+    def first(self, lowered: str, present: frozenset[str] | None) -> tuple[Signal, re.Match[str]] | None:
+        """Return the first signal that matches ``lowered`` (lower-case) with its match, or None;
+        ``present`` is ``literals.present_in`` of ``lowered`` or of a text that holds it."""
+        if present is None:  # a short text: each signal tests its own literals
+            for signal in self.signals:
+                found = signal.search_in(lowered, None)
+                if found is not None:
+                    return signal, found
+            return None
+        for signal, live in self._live(present):
+            found = signal.search_branches(lowered, live)
+            if found is not None:
+                return signal, found
+        return None
+
+    def _live(self, present: frozenset[str]) -> list[tuple[Signal, list[Branch]]]:
+        """Return, in order, the signals some of whose branches have all their literals in
+        ``present``, with those branches in their order."""
+        opened: dict[int, list[int]] = {}
+        for literal in present & self._literals:
+            for position, number in self._index[literal]:
+                opened.setdefault(position, []).append(number)
+        for position, number in self._always:
+            opened.setdefault(position, []).append(number)
+        live = []
+        for position in sorted(opened):
+            signal = self.signals[position]
+            branches = []
+            for number in sorted(set(opened[position])):
+                branch = signal.branches[number]
+                for group in branch.triggers[1:]:
+                    if present.isdisjoint(group):
+                        break
+                else:
+                    branches.append(branch)
+            if branches:
+                live.append((signal, branches))
+        return live
 
 
 _MIN_TRIGGER_SCORE = 3
