@@ -137,6 +137,8 @@ def test_hard_wrapped_paragraphs_are_joined_but_lists_headings_and_sign_offs_are
 def test_hard_wrapped_cjk_lines_are_joined_without_a_space() -> None:
     text = unwrap("商品が本物であることを確認するため、過去365日以内に発行された仕入れ先の請求書と、\n改善計画書をご提出ください。")
     assert text == "商品が本物であることを確認するため、過去365日以内に発行された仕入れ先の請求書と、改善計画書をご提出ください。"
+    listed = unwrap("ポータブルガスバーナー 250g カートリッジ付き、燃料ボトルとセットの商品\nB0CW9P1L7K キャンプ用 燃料ボトル 1L")
+    assert listed == "ポータブルガスバーナー 250g カートリッジ付き、燃料ボトルとセットの商品 B0CW9P1L7K キャンプ用 燃料ボトル 1L"
 
 
 

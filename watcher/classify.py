@@ -159,14 +159,14 @@ def classify(
     deadline = None
     runs = digit_runs(lowered)
     if kind not in rules.kinds_without_deadline:
-        order = extract.date_order_for(platform, marketplace.value if marketplace else None)
+        order = extract.date_order_for(platform, marketplace.value if marketplace else None, language, rules)
         own = _reply_end(message, lowered, rules)
         deadline = extract.find_deadline(
             haystack[:own], message.date, order, rules, relative_allowed=not internal_forward,
             lowered=lowered[:own], runs=[run for run in runs if run[1] <= own],
         )
     ids = extract.find_ids(haystack, rules, lowered=lowered, runs=runs)
-    facts = _facts(kind, kind_signals, haystack, lowered, message, platform, verdict.authenticity, rules)
+    facts = _facts(kind, haystack, lowered, message, platform, verdict.authenticity, rules)
     for found in (marketplace, deadline, *ids):
         if found is not None:
             evidence.append(found.evidence)
@@ -205,7 +205,6 @@ def _as_date(value: str) -> date:
 
 def _facts(
     kind: str,
-    kind_signals: Sequence[Signal],
     text: str,
     lowered: str,
     message: ParsedMessage,
@@ -215,11 +214,7 @@ def _facts(
 ) -> tuple[tuple[str, str], ...]:
     """Return the secondary facts: funds held, hold duration, appeal channel (verified mail only)."""
     facts: list[tuple[str, str]] = []
-    order = rules.kind_order
-    # The ranked kind search already tried the funds_held signals when that kind ranks higher.
-    tried = "funds_held" in order and kind in order and order.index("funds_held") < order.index(kind)
-    held = () if tried else tuple(s for s in kind_signals if s.value == "funds_held")
-    if kind != "funds_held" and (_first_hit(held, lowered) or _first_hit(rules.funds_signals, lowered)):
+    if kind != "funds_held" and _first_hit(rules.held_funds(platform), lowered):
         facts.append(("funds_held", "true"))
     hold = extract.find_hold_days(text, rules)
     if hold is not None:

@@ -81,11 +81,15 @@ def marketplace_of_sender(sender_domain: str, platform: Platform) -> Found | Non
     return None
 
 
-def date_order_for(platform: Platform, marketplace: str | None) -> str:
-    """Return the numeric date order of ``marketplace`` (or the platform's default)."""
+def date_order_for(platform: Platform, marketplace: str | None, language: str, rules: RuleSet) -> str:
+    """Return the numeric date order of ``marketplace``; with none named, the order the notice's
+    ``language`` writes (rules' language.date_order) unless the platform's order is fixed, else the
+    platform's default."""
     for candidate in platform.marketplaces:
         if candidate.id == marketplace:
             return candidate.date_order
+    if marketplace is None and not platform.date_order_fixed:
+        return rules.language_date_order.get(language, platform.date_order)
     return platform.date_order
 
 
@@ -107,6 +111,17 @@ def _explicit_date(found: re.Match[str], order: str, rules: RuleSet) -> date | N
         return date(year, month, day)
     except (ValueError, TypeError, KeyError):
         return None
+
+
+_CLAUSE_BREAK = re.compile(r"[,;.!?\n，；。！？]")
+
+
+def _clause(before: str, after: str) -> str:
+    """Return the clause around a date or period: ``before`` from its last clause break, a space,
+    ``after`` up to its first one."""
+    starts = [found.end() for found in _CLAUSE_BREAK.finditer(before)]
+    end = _CLAUSE_BREAK.search(after)
+    return f"{before[starts[-1] if starts else 0 :]} {after[: end.start() if end else len(after)]}"
 
 
 def find_deadline(
@@ -132,7 +147,8 @@ def find_deadline(
                 continue
             for found in rule.signal.finditer(lowered, runs):
                 before = lowered[max(0, found.start() - _VETO_WINDOW) : found.start()]
-                if rules.deadline_veto.search(before):
+                after = lowered[found.end() : found.end() + _CUE_WINDOW]
+                if rules.deadline_veto.search(before) or rules.deadline_platform_pays.search(_clause(before, after)):
                     continue
                 amount = int(found.group("n"))
                 days = amount if rule.unit == "days" else math.ceil(amount / 24)
@@ -148,7 +164,7 @@ def find_deadline(
             after = lowered[found.end() : found.end() + _CUE_WINDOW]
             if not (rules.deadline_cue_before.search(before) or rules.deadline_cue_after.search(after)):
                 continue
-            if rules.deadline_platform_pays.search(f"{before} {after}"):
+            if rules.deadline_platform_pays.search(_clause(before, after)):
                 continue
             explicit = _explicit_date(found, order, rules)
             # A date on or before the day the mail was sent tells when something happened, not a deadline.

@@ -69,6 +69,7 @@ class Platform:
     marketplace_pattern: re.Pattern[str] | None
     marketplace_from_sender: bool  # the regional sender domain names the marketplace
     date_order: str
+    date_order_fixed: bool  # one marketplace's order whatever the language (Walmart writes US dates in Spanish)
     kind_signals: tuple[Signal, ...]
     reason_signals: tuple[Signal, ...]
     not_notice: tuple[Signal, ...]
@@ -109,6 +110,7 @@ class RuleSet:
     word_index: dict[str, tuple[int, ...]]  # common word → positions in word_languages of the languages using it
     default_language: str
     script_minimum: int
+    language_date_order: dict[str, str]  # language -> numeric date order, for notices naming no marketplace
     free_mail: tuple[str, ...]
     forward_subject: re.Pattern[str]
     forwarded_from: re.Pattern[str]
@@ -145,6 +147,19 @@ class RuleSet:
         """Return the not-a-notice signals for mail from ``platform`` (the common ones, then its own);
         ``forwarded``: without those a forward's own cover note may trip (unless_forwarded)."""
         return self.ranked[(platform.id, "forwarded vetoes" if forwarded else "vetoes")]
+
+    def held_funds(self, platform: Platform) -> Ranked:
+        """Return the signals that tell of held funds in mail from ``platform``: its funds_held kind
+        signals, then the common funds signals (a notice of another kind may hold funds too)."""
+        return self.ranked[(platform.id, "held funds")]
+
+
+def _date_orders(language: dict[str, Any], problems: Problems) -> dict[str, str]:
+    orders = language.get("date_order", {})
+    if not isinstance(orders, dict) or any(value not in DATE_ORDERS for value in orders.values()):
+        problems.add("language.date_order", f"must map languages to one of {', '.join(DATE_ORDERS)}")
+        return {}
+    return dict(orders)
 
 
 def _language_words(language: dict[str, Any], problems: Problems) -> tuple[LanguageWords, ...]:
@@ -208,6 +223,7 @@ def _platform(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "marketplaces": tuple(marketplaces),
         "date_order": date_order,
         "marketplace_from_sender": flag(data, "marketplace_from_sender", problems),
+        "date_order_fixed": flag(data, "date_order_fixed", problems),
         "kind_signals": signals_of(signals, "kind", "signals.", problems, KINDS),
         "reason_signals": signals_of(signals, "reason", "signals.", problems, None),
         "not_notice": signals_of(signals, "not_notice", "signals.", problems, needs_value=False),
@@ -240,6 +256,7 @@ def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list
         marketplaces=marketplaces,
         marketplace_pattern=market_pattern,
         marketplace_from_sender=any(part["marketplace_from_sender"] for part in parts),
+        date_order_fixed=any(part["date_order_fixed"] for part in parts),
         date_order=parts[0]["date_order"],
         kind_signals=tuple(s for part in parts for s in part["kind_signals"]),
         reason_signals=tuple(s for part in parts for s in part["reason_signals"]),
@@ -312,6 +329,7 @@ def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "word_index": _word_index(word_languages),
         "default_language": language.get("default", "en"),
         "script_minimum": minimum,
+        "language_date_order": _date_orders(language, problems),
         "free_mail": tuple(d.lower() for d in strings(authenticity, "free_mail", "authenticity.", problems)),
         "forward_subject": single(authenticity, "forward_subject", problems),
         "forwarded_from": single(authenticity, "forwarded_from", problems),
@@ -402,6 +420,8 @@ def _ranked(platforms: tuple[Platform, ...], common: dict[str, Any]) -> dict[tup
         vetoes = (*common["not_notice"], *platform.not_notice)
         ranked[(platform.id, "vetoes")] = Ranked(vetoes)
         ranked[(platform.id, "forwarded vetoes")] = Ranked(s for s in vetoes if not s.unless_forwarded)
+        held = [s for s in ranked[(platform.id, "kind")] if s.value == "funds_held"]
+        ranked[(platform.id, "held funds")] = Ranked((*held, *common["funds_signals"]))
     return ranked
 
 

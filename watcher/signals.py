@@ -206,32 +206,35 @@ class Signal:
             position = max(found.end(), found.start() + 1)
 
 
-class Ranked(Sequence[Signal]):
+class Ranked:
     """Signals in the order they are tried (the first to match wins), indexed by the first trigger
     literal of each branch: the branches a text can match are found from the literals it holds,
-    a few dozen dictionary lookups, rather than by testing every branch of every signal."""
+    a few dozen set operations, rather than by testing every branch of every signal."""
 
     def __init__(self, signals: Iterable[Signal]) -> None:
         self.signals = tuple(signals)
-        index: dict[str, list[tuple[int, int]]] = {}
-        self._always: list[tuple[int, int]] = []  # branches without a trigger: every text may match
+        # Every branch once, numbered in the order it is tried: (its signal's position, the signal,
+        # the branch, the trigger groups after the first).
+        self._branches: list[tuple[int, Signal, Branch, tuple[tuple[str, ...], ...]]] = []
+        index: dict[str, list[int]] = {}
+        always: list[int] = []  # branches without a trigger: any text may match them
         for position, signal in enumerate(self.signals):
-            for number, branch in enumerate(signal.branches):
+            for branch in signal.branches:
+                number = len(self._branches)
+                self._branches.append((position, signal, branch, branch.triggers[1:]))
                 if not branch.triggers:
-                    self._always.append((position, number))
+                    always.append(number)
                 for literal in branch.triggers[0] if branch.triggers else ():
-                    index.setdefault(literal, []).append((position, number))
-        self._index = {literal: tuple(places) for literal, places in index.items()}
+                    index.setdefault(literal, []).append(number)
+        self._index = {literal: tuple(numbers) for literal, numbers in index.items()}
         self._literals = frozenset(index)
+        self._always = frozenset(always)
 
     def __len__(self) -> int:
         return len(self.signals)
 
     def __iter__(self) -> Iterator[Signal]:
         return iter(self.signals)
-
-    def __getitem__(self, position):  # type: ignore[no-untyped-def]
-        return self.signals[position]
 
     def first(self, lowered: str, present: frozenset[str] | None) -> tuple[Signal, re.Match[str]] | None:
         """Return the first signal that matches ``lowered`` (lower-case) with its match, or None;
@@ -242,35 +245,27 @@ class Ranked(Sequence[Signal]):
                 if found is not None:
                     return signal, found
             return None
-        for signal, live in self._live(present):
-            found = signal.search_branches(lowered, live)
-            if found is not None:
-                return signal, found
-        return None
-
-    def _live(self, present: frozenset[str]) -> list[tuple[Signal, list[Branch]]]:
-        """Return, in order, the signals some of whose branches have all their literals in
-        ``present``, with those branches in their order."""
-        opened: dict[int, list[int]] = {}
+        opened = set(self._always)
         for literal in present & self._literals:
-            for position, number in self._index[literal]:
-                opened.setdefault(position, []).append(number)
-        for position, number in self._always:
-            opened.setdefault(position, []).append(number)
-        live = []
-        for position in sorted(opened):
-            signal = self.signals[position]
-            branches = []
-            for number in sorted(set(opened[position])):
-                branch = signal.branches[number]
-                for group in branch.triggers[1:]:
-                    if present.isdisjoint(group):
-                        break
-                else:
-                    branches.append(branch)
-            if branches:
-                live.append((signal, branches))
-        return live
+            opened.update(self._index[literal])
+        # The opened branches in order, a signal's together; each signal is searched once its
+        # branches are gathered, and the search stops at the first that matches.
+        current: Signal | None = None
+        live: list[Branch] = []
+        for number in sorted(opened):
+            _, signal, branch, later = self._branches[number]
+            if signal is not current:
+                found = current.search_branches(lowered, live) if live and current is not None else None
+                if found is not None and current is not None:
+                    return current, found
+                current, live = signal, []
+            for group in later:
+                if present.isdisjoint(group):
+                    break
+            else:
+                live.append(branch)
+        found = current.search_branches(lowered, live) if live and current is not None else None
+        return (current, found) if found is not None and current is not None else None
 
 
 _MIN_TRIGGER_SCORE = 3

@@ -56,7 +56,7 @@ def _quote_of(line: str) -> str:
 
 def unwrap(text: str) -> str:
     """Return plain text with hard-wrapped paragraphs joined into one line each: CJK without a
-    space, other scripts with one; quoted lines ("> …") with the quoted lines around them. Sentence
+    space (but an ASCII word after CJK with one), other scripts with one; quoted lines ("> …") with the quoted lines around them. Sentence
     ends, blank lines, short lines, list items, short questions (headings) and "label: value" lines
     keep their line breaks."""
     lines = text.split("\n")
@@ -74,6 +74,7 @@ def unwrap(text: str) -> str:
         if not _joins(body, continued):
             joined.append(following)
             continue
-        glue = "" if _CJK.match(body[-1]) or _CJK.match(continued[0]) else " "
+        # CJK runs on without a space; an ASCII word after CJK gets one ("付き" + "B0CW9P1L7K …").
+        glue = "" if _CJK.match(continued[0]) or (_CJK.match(body[-1]) and not continued[0].isascii()) else " "
         joined[-1] = line + glue + continued
     return "\n".join(joined)
