@@ -67,7 +67,7 @@ def test_a_ranked_list_finds_the_first_signal_whose_pattern_matches() -> None:
             continue
         for ranked in RANKED:
             expected = next(((s, spans[0]) for s in ranked if (spans := _as_written(s, lowered))), None)
-            hit = ranked.first(lowered, literals.present_in(lowered))
+            hit = ranked.first(lowered, literals.INDEX.present(lowered))
             assert (hit and (hit[0], hit[1].span())) == expected
 
 

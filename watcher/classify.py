@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
 from datetime import date
 
 from watcher import authenticity, extract, literals
 from watcher.model import Classification, Evidence, ParsedMessage
 from watcher.rules import Platform, RuleSet
-from watcher.signals import Ranked, Signal, digit_runs
+from watcher.signals import Ranked, digit_runs
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +27,12 @@ MAX_CLASSIFIED_CHARS = 200_000
 BODY_CLAIM = "platform named in the body"
 
 
-def _first_hit(signals: Iterable[Signal], lowered: str, *, within: str | None = None) -> Evidence | None:
+def _first_hit(signals: Ranked, lowered: str, *, within: str | None = None) -> Evidence | None:
     """Return the evidence of the first of ``signals`` that matches ``lowered`` (a lower-cased text),
     or None. ``within``: the lower-cased text ``lowered`` was cut from (spacing aside), whose literals
     (already known) stand in for its own, sparing a pass of the literal index."""
-    present = literals.present_in(lowered if within is None else within)
-    if isinstance(signals, Ranked):
-        hit = signals.first(lowered, present)
-        return Evidence("", hit[0].value, hit[0].rule, hit[1].group(0)) if hit else None
-    for signal in signals:
-        if signal.excluded_by(present):
-            continue
-        found = signal.search_in(lowered, present)
-        if found:
-            return Evidence("", signal.value, signal.rule, found.group(0))
-    return None
+    hit = signals.first(lowered, literals.INDEX.present(lowered if within is None else within))
+    return Evidence("", hit[0].value, hit[0].rule, hit[1].group(0)) if hit else None
 
 
 def _named(evidence: Evidence, field: str) -> Evidence:

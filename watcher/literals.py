@@ -50,6 +50,10 @@ class LiteralIndex:
         cache[lowered] = found
         return found
 
+    def remembered(self, lowered: str) -> frozenset[str] | None:
+        """Return ``present(lowered)`` if it was asked recently, else None (without reading the text)."""
+        return self._cache.get(lowered)
+
     def _build(self) -> ahocorasick.Automaton:
         with self._lock:
             if self._automaton is None:
@@ -66,8 +70,11 @@ INDEX = LiteralIndex()
 
 
 def present_in(lowered: str) -> frozenset[str] | None:
-    """Return the registered literals in ``lowered``, or None for a short text (test those one by one)."""
-    return INDEX.present(lowered) if len(lowered) >= SHORT_TEXT else None
+    """Return the registered literals in ``lowered``, or None for a short text not seen before (test
+    those one by one); a short text the index already read (a short notice) is answered from it."""
+    if len(lowered) >= SHORT_TEXT:
+        return INDEX.present(lowered)
+    return INDEX.remembered(lowered)
 
 
 def may_match(triggers: tuple[tuple[str, ...], ...], lowered: str) -> bool:
