@@ -213,15 +213,15 @@ class Ranked:
 
     def __init__(self, signals: Iterable[Signal]) -> None:
         self.signals = tuple(signals)
-        # Every branch once, numbered in the order it is tried: (its signal's position, the signal,
-        # the branch, the trigger groups after the first).
-        self._branches: list[tuple[int, Signal, Branch, tuple[tuple[str, ...], ...]]] = []
+        # Every branch once, numbered in the order it is tried: (its signal, the branch, the trigger
+        # groups after the first).
+        self._branches: list[tuple[Signal, Branch, tuple[tuple[str, ...], ...]]] = []
         index: dict[str, list[int]] = {}
         always: list[int] = []  # branches without a trigger: any text may match them
-        for position, signal in enumerate(self.signals):
+        for signal in self.signals:
             for branch in signal.branches:
                 number = len(self._branches)
-                self._branches.append((position, signal, branch, branch.triggers[1:]))
+                self._branches.append((signal, branch, branch.triggers[1:]))
                 if not branch.triggers:
                     always.append(number)
                 for literal in branch.triggers[0] if branch.triggers else ():
@@ -240,27 +240,33 @@ class Ranked:
         """Return the first signal that matches ``lowered`` (lower-case) with its match, or None;
         ``present`` is ``literals.INDEX.present`` of ``lowered`` or of a text that holds it (for a
         short text too: one index pass beats testing the literals of hundreds of branches)."""
+        for signal, live in self._live(present):
+            found = signal.search_branches(lowered, live)
+            if found is not None:
+                return signal, found
+        return None
+
+    def _live(self, present: frozenset[str]) -> Iterator[tuple[Signal, list[Branch]]]:
+        """Yield, in order and only as far as asked, each signal with those of its branches whose
+        trigger literals are all in ``present``."""
         opened = set(self._always)
         for literal in present & self._literals:
             opened.update(self._index[literal])
-        # The opened branches in order, a signal's together; each signal is searched once its
-        # branches are gathered, and the search stops at the first that matches.
-        current: Signal | None = None
+        holder: Signal | None = None
         live: list[Branch] = []
-        for number in sorted(opened):
-            _, signal, branch, later = self._branches[number]
-            if signal is not current:
-                found = current.search_branches(lowered, live) if live and current is not None else None
-                if found is not None and current is not None:
-                    return current, found
-                current, live = signal, []
+        for number in sorted(opened):  # numbered in the order tried, so a signal's branches are adjacent
+            signal, branch, later = self._branches[number]
+            if signal is not holder:
+                if holder is not None and live:
+                    yield holder, live
+                holder, live = signal, []
             for group in later:
                 if present.isdisjoint(group):
                     break
             else:
                 live.append(branch)
-        found = current.search_branches(lowered, live) if live and current is not None else None
-        return (current, found) if found is not None and current is not None else None
+        if holder is not None and live:
+            yield holder, live
 
 
 _MIN_TRIGGER_SCORE = 3
