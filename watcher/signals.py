@@ -230,9 +230,6 @@ class Ranked:
         self._literals = frozenset(index)
         self._always = frozenset(always)
 
-    def __len__(self) -> int:
-        return len(self.signals)
-
     def __iter__(self) -> Iterator[Signal]:
         return iter(self.signals)
 

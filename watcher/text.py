@@ -56,9 +56,9 @@ def _quote_of(line: str) -> str:
 
 def unwrap(text: str) -> str:
     """Return plain text with hard-wrapped paragraphs joined into one line each: CJK without a
-    space (but an ASCII word after CJK with one), other scripts with one; quoted lines ("> …") with the quoted lines around them. Sentence
-    ends, blank lines, short lines, list items, short questions (headings) and "label: value" lines
-    keep their line breaks."""
+    space (but an ASCII word after CJK with one), other scripts with one; quoted lines ("> …") with
+    the quoted lines around them. Sentence ends, blank lines, short lines, list items, short
+    questions (headings) and "label: value" lines keep their line breaks."""
     lines = text.split("\n")
     joined = [lines[0]]
     for following in lines[1:]:
