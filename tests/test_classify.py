@@ -190,9 +190,12 @@ def test_a_signal_counts_only_where_its_condition_allows(
          r"concepts\.kind\[\d+\]\.all: must list names of concepts\.words"),
         ('[[deadline.relative]]\nunit = "days"\npattern = \'\'\'within (?P<n>\\d+) days|(\\d+) days left\'\'\'\n',
          r"deadline\.relative\[\d+\]\.pattern: every alternative \(\|\) needs the named group"),
+        ('id = "stripe"\nreasons_first = ["no_such_reason"]\n',
+         r"my\.toml: reasons_first: unknown reasons \['no_such_reason'\]"),
+        ('[language]\nscript_share = 2\n', r"language\.script_share: must be a number from 0 to 1"),
     ],
     ids=["bad unless_sentence", "unknown sentence veto", "script matching ASCII", "unknown concept",
-         "alternative without its group"],
+         "alternative without its group", "unknown reason first", "script share out of range"],
 )
 def test_a_bad_rule_in_a_user_file_is_refused_with_its_key(toml: str, problem: str, tmp_path: Path) -> None:
     bad = tmp_path / "my.toml"
@@ -284,6 +287,23 @@ def test_a_bilingual_notice_is_in_the_language_it_opens_with(rules: RuleSet) -> 
     opens_english = classify(parse_message(_plain_notice(english + "\n\n" + chinese)), rules)
     opens_chinese = classify(parse_message(_plain_notice(chinese + "\n\n" + english)), rules)
     assert (opens_english.language, opens_chinese.language) == ("en", "zh")
+
+
+def test_a_few_characters_of_another_script_do_not_change_the_language(rules: RuleSet) -> None:
+    english = ("Your seller account for 深圳市鸿拓贸易有限公司 has been deactivated. Your listings are no longer "
+               "published and your funds are held while we review the case. ") * 2
+    assert classify(parse_message(_plain_notice(english)), rules).language == "en"
+    chinese = "您的卖家账户（Shenzhen Hongtuo Trading Co., Ltd., Seller ID A1B2C3D4E5）已被停用，所有商品已下架。"
+    assert classify(parse_message(_plain_notice(chinese)), rules).language == "zh"
+
+
+def test_a_platform_may_put_a_reason_before_the_common_order(rules: RuleSet) -> None:
+    body = ("We have paused payouts on your account. Your business sells restricted products and presents a "
+            "high level of risk under the services agreement.")
+    stripe = classify(parse_message(_mail("Stripe <notifications@stripe.com>", "Payouts paused", body)), rules)
+    assert (stripe.kind, stripe.reason) == ("funds_held", "acceptable_use")  # stripe.toml: reasons_first
+    amazon = classify(parse_message(_mail("Amazon <seller-notification@amazon.com>", "Payouts paused", body)), rules)
+    assert amazon.reason == "restricted_product"  # the common reason_order
 
 
 def test_an_action_said_not_to_have_happened_does_not_name_the_kind(rules: RuleSet) -> None:

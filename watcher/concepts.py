@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import ahocorasick
+import ahocorasick_rs
 
 from watcher.model import Evidence
 
@@ -85,25 +85,26 @@ class Concepts:
             starts.append(position)
             position += len(sentence) + 1
         held: dict[int, set[str]] = {}
-        for end, concepts in self._build().iter(lowered):
-            index = bisect.bisect_right(starts, end - 1) - 1  # end is inclusive and shifted by the leading space
-            held.setdefault(index, set()).update(concepts)
+        automaton, concepts_of = self._build()
+        if automaton is None:
+            return held
+        for word, _, end in automaton.find_matches_as_indexes(lowered, overlapping=True):
+            index = bisect.bisect_right(starts, end - 2) - 1  # the word's last character, less the leading space
+            held.setdefault(index, set()).update(concepts_of[word])
         return held
 
-    def _build(self) -> Any:
+    def _build(self) -> tuple[ahocorasick_rs.AhoCorasick | None, list[tuple[str, ...]]]:
+        """Return the automaton of every concept word (None when there are none) and, for each
+        word by its index, the concepts it belongs to."""
         with self._lock:
             if self._automaton is None:
                 owners: dict[str, set[str]] = {}
                 for concept, words in self.words.items():
                     for word in words:
                         owners.setdefault(word, set()).add(concept)
-                automaton = ahocorasick.Automaton()
-                for word, concepts in owners.items():
-                    automaton.add_word(word, tuple(sorted(concepts)))
-                if owners:
-                    automaton.make_automaton()
-                self._automaton = automaton
-            return self._automaton
+                automaton = ahocorasick_rs.AhoCorasick(owners, matchkind=ahocorasick_rs.MatchKind.Standard) if owners else None
+                self._automaton = (automaton, [tuple(sorted(concepts)) for concepts in owners.values()])
+            return self._automaton  # type: ignore[no-any-return]
 
 
 def _sentences(subject: str, text: str) -> list[tuple[int, int, str]]:

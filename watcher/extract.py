@@ -42,8 +42,10 @@ def detect_language(text: str, rules: RuleSet) -> str:
     """Return the language id of ``text``: by script first (kana, Han), then by common words."""
     sample = text[:LANGUAGE_SAMPLE]
     scripts = () if sample.isascii() else rules.script_languages  # script patterns match no ASCII (rules.py)
+    # A script decides when it is a fair share of the text, not a shop name in an English notice.
+    needed = max(rules.script_minimum, rules.script_share * len("".join(sample.split()))) if scripts else 0
     for signal in scripts:
-        if len(signal.pattern.findall(sample)) >= rules.script_minimum:
+        if len(signal.pattern.findall(sample)) >= needed:
             return signal.value
     counts = [0] * len(rules.word_languages)
     index = rules.word_index

@@ -42,22 +42,6 @@ log = logging.getLogger(__name__)
 
 GENERIC = "generic"
 FALLBACK_LANGUAGE = "en"
-# The reason ids of domain.md §1 (a contract with classify and the corpus labels).
-REASONS = (
-    "related_account",
-    "inaccurate_information",
-    "identity_verification",
-    "authenticity",
-    "intellectual_property",
-    "restricted_product",
-    "listing_policy",
-    "performance_metrics",
-    "review_manipulation",
-    "unauthorized_access",
-    "unpaid_fees",
-    "acceptable_use",
-    "unknown",
-)
 PLACEHOLDERS = ("platform", "site", "report")
 FACT_KEYS = ("name", "site", "phishing_report")
 GENERIC_ONLY = ("default", "phishing", "unverified")
@@ -239,16 +223,16 @@ def _parse_kind(platform: str, kind: str, value: Any, problems: list[str]) -> di
         return {}
     entries: dict[str, Entry] = {}
     for key in value:
-        if key not in REASONS and not _LANGUAGE.match(key):
+        if key not in model.REASONS and not _LANGUAGE.match(key):
             problems.append(f"at '{kind}.{key}': unknown key; expected a language code such as "
-                            f"\"en\" or a reason id ({', '.join(REASONS)})")
+                            f"\"en\" or a reason id ({', '.join(model.REASONS)})")
     # A kind table may hold only reason entries (a user file overriding one reason).
     own = {key: text for key, text in value.items() if _LANGUAGE.match(key)}
     if own:
         entry = _parse_entry(kind, own, problems, needs_title=True)
         if entry is not None:
             entries[f"{platform}/{kind}"] = entry
-    for reason in (key for key in value if key in REASONS):
+    for reason in (key for key in value if key in model.REASONS):
         entry = _parse_entry(f"{kind}.{reason}", value[reason], problems, needs_title=True)
         if entry is not None:
             entries[f"{platform}/{kind}/{reason}"] = entry

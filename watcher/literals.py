@@ -2,18 +2,16 @@
 
 Every signal is prefiltered by literals its matches must contain (signals.required_literals). Testing
 them one by one costs hundreds of substring searches per message; an Aho-Corasick automaton
-(pyahocorasick) finds all of them in one pass over the text, after which each test is a set lookup.
+(ahocorasick-rs) finds all of them in one pass over the text, after which each test is a set lookup.
 """
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Iterable
 
-import ahocorasick
+import ahocorasick_rs
 
-_WORD = operator.itemgetter(1)  # automaton.iter yields (end index, word)
 SHORT_TEXT = 256  # below this, plain substring tests are cheaper than a pass of the automaton
 _CACHE_SIZE = 16
 
@@ -23,7 +21,8 @@ class LiteralIndex:
 
     def __init__(self) -> None:
         self._words: set[str] = set()
-        self._automaton: ahocorasick.Automaton | None = None
+        self._automaton: ahocorasick_rs.AhoCorasick | None = None
+        self._built = False
         self._cache: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
 
@@ -33,7 +32,7 @@ class LiteralIndex:
             new = {word for word in words if word} - self._words
             if new:
                 self._words |= new
-                self._automaton = None
+                self._built = False
                 self._cache = {}
 
     def present(self, lowered: str) -> frozenset[str]:
@@ -42,8 +41,8 @@ class LiteralIndex:
         found = self._cache.get(lowered)
         if found is not None:
             return found
-        automaton = self._automaton or self._build()
-        found = frozenset(map(_WORD, automaton.iter(lowered))) if lowered else frozenset()
+        automaton = self._automaton if self._built else self._build()
+        found = frozenset(automaton.find_matches_as_strings(lowered, overlapping=True)) if automaton and lowered else frozenset()
         cache = self._cache
         if len(cache) >= _CACHE_SIZE:
             cache = self._cache = {}
@@ -54,15 +53,12 @@ class LiteralIndex:
         """Return ``present(lowered)`` if it was asked recently, else None (without reading the text)."""
         return self._cache.get(lowered)
 
-    def _build(self) -> ahocorasick.Automaton:
+    def _build(self) -> ahocorasick_rs.AhoCorasick | None:
         with self._lock:
-            if self._automaton is None:
-                automaton = ahocorasick.Automaton()
-                for word in self._words:
-                    automaton.add_word(word, word)
-                if self._words:
-                    automaton.make_automaton()
-                self._automaton = automaton
+            if not self._built:
+                words = sorted(self._words)
+                self._automaton = ahocorasick_rs.AhoCorasick(words, matchkind=ahocorasick_rs.MatchKind.Standard) if words else None
+                self._built = True
             return self._automaton
 
 

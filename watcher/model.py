@@ -18,6 +18,22 @@ KINDS = (
     "policy_warning",
     "reinstated",
 )
+# The reason ids of domain.md §1 (a contract with classify and the corpus labels).
+REASONS = (
+    "related_account",
+    "inaccurate_information",
+    "identity_verification",
+    "authenticity",
+    "intellectual_property",
+    "restricted_product",
+    "listing_policy",
+    "performance_metrics",
+    "review_manipulation",
+    "unauthorized_access",
+    "unpaid_fees",
+    "acceptable_use",
+    "unknown",
+)
 AUTHENTICITY = ("verified", "unverified", "suspected_phishing")
 
 

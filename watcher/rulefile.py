@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.errors import RulesError
-from watcher.signals import Signal, branches
+from watcher.signals import Signal, branches, for_lowered
 
 
 class Problems:
@@ -106,9 +106,11 @@ def signals_of(
         if group is not None and any(group not in part.pattern.groupindex for part in parts):
             problems.add(f"{located}.pattern", f"every alternative (|) needs the named group (?P<{group}>…)")
             continue
+        # Both are searched in lower-cased text only.
         signals.append(Signal(rule=f"{problems.source}: {located}", value=str(value), pattern=pattern,
                               branches=parts, unless_forwarded=unless_forwarded, gate=Signal.gate_of(parts),
-                              unless_sentence=unless_sentence, requires=requires))
+                              unless_sentence=for_lowered(unless_sentence) if unless_sentence else None,
+                              requires=for_lowered(requires) if requires else None))
     return tuple(signals)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from watcher import concepts as concept_rules
 from watcher.concepts import Concepts
 from watcher.errors import RulesError
-from watcher.model import KINDS, SEVERITIES
+from watcher.model import KINDS, REASONS, SEVERITIES
 from watcher.rulefile import (
     Problems,
     compile_pattern,
@@ -32,7 +32,7 @@ from watcher.rulefile import (
     strings,
     union,
 )
-from watcher.signals import Ranked, Signal, required_literals
+from watcher.signals import Ranked, Signal, for_lowered, required_literals
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Platform:
     marketplace_from_sender: bool  # the regional sender domain names the marketplace
     date_order: str
     date_order_fixed: bool  # one marketplace's order whatever the language (Walmart writes US dates in Spanish)
+    reasons_first: tuple[str, ...]  # reasons tried before the common reason_order (Stripe: acceptable use)
     kind_signals: tuple[Signal, ...]
     reason_signals: tuple[Signal, ...]
     not_notice: tuple[Signal, ...]
@@ -110,6 +111,7 @@ class RuleSet:
     word_index: dict[str, tuple[int, ...]]  # common word → positions in word_languages of the languages using it
     default_language: str
     script_minimum: int
+    script_share: float  # and at least this share of the sample's visible characters
     language_date_order: dict[str, str]  # language -> numeric date order, for notices naming no marketplace
     free_mail: tuple[str, ...]
     forward_subject: re.Pattern[str]
@@ -224,10 +226,19 @@ def _platform(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "date_order": date_order,
         "marketplace_from_sender": flag(data, "marketplace_from_sender", problems),
         "date_order_fixed": flag(data, "date_order_fixed", problems),
+        "reasons_first": _reasons_first(data, problems),
         "kind_signals": signals_of(signals, "kind", "signals.", problems, KINDS),
         "reason_signals": signals_of(signals, "reason", "signals.", problems, None),
         "not_notice": signals_of(signals, "not_notice", "signals.", problems, needs_value=False),
     }
+
+
+def _reasons_first(data: dict[str, Any], problems: Problems) -> tuple[str, ...]:
+    reasons = strings(data, "reasons_first", "", problems)
+    unknown = [reason for reason in reasons if reason not in REASONS]
+    if unknown:
+        problems.add("reasons_first", f"unknown reasons {unknown!r} (one of {', '.join(REASONS)})")
+    return tuple(reason for reason in reasons if reason in REASONS)
 
 
 def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list[str]) -> Platform:
@@ -257,6 +268,7 @@ def _build_platform(platform_id: str, parts: list[dict[str, Any]], sources: list
         marketplace_pattern=market_pattern,
         marketplace_from_sender=any(part["marketplace_from_sender"] for part in parts),
         date_order_fixed=any(part["date_order_fixed"] for part in parts),
+        reasons_first=tuple(dict.fromkeys(r for part in parts for r in part["reasons_first"])),
         date_order=parts[0]["date_order"],
         kind_signals=tuple(s for part in parts for s in part["kind_signals"]),
         reason_signals=tuple(s for part in parts for s in part["reason_signals"]),
@@ -306,6 +318,10 @@ def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
     if not isinstance(minimum, int):
         problems.add("language.script_minimum", "must be an integer")
         minimum = 5
+    share = language.get("script_share", 0.0)
+    if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        problems.add("language.script_share", "must be a number from 0 to 1")
+        share = 0.0
     scripts = signals_of(language, "script", "language.", problems)
     for index, script in enumerate(scripts):
         if any(script.pattern.search(chr(code)) for code in range(128)):  # detect_language skips ASCII text
@@ -329,6 +345,7 @@ def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "word_index": _word_index(word_languages),
         "default_language": language.get("default", "en"),
         "script_minimum": minimum,
+        "script_share": float(share),
         "language_date_order": _date_orders(language, problems),
         "free_mail": tuple(d.lower() for d in strings(authenticity, "free_mail", "authenticity.", problems)),
         "forward_subject": single(authenticity, "forward_subject", problems),
@@ -338,10 +355,10 @@ def _common(data: dict[str, Any], problems: Problems) -> dict[str, Any]:
         "lookalike_distance": distance,
         "relative_deadlines": tuple(relative_rules),
         "explicit_dates": signals_of(deadline, "explicit", "deadline.", problems, needs_value=False),
-        "deadline_cue_before": single(deadline, "cue_before", problems),
-        "deadline_cue_after": single(deadline, "cue_after", problems),
-        "deadline_veto": single(deadline, "veto", problems),
-        "deadline_platform_pays": single(deadline, "platform_pays", problems),
+        "deadline_cue_before": for_lowered(single(deadline, "cue_before", problems)),
+        "deadline_cue_after": for_lowered(single(deadline, "cue_after", problems)),
+        "deadline_veto": for_lowered(single(deadline, "veto", problems)),
+        "deadline_platform_pays": for_lowered(single(deadline, "platform_pays", problems)),
         "months": months,
         "id_rules": signals_of(extract, "ids", "extract.", problems, group="id"),
         "reason_headings": single(extract, "reason_headings", problems),
@@ -411,8 +428,10 @@ def _ranked(platforms: tuple[Platform, ...], common: dict[str, Any]) -> dict[tup
     not-a-notice signals, all of them and those that still count in a forward."""
     ranked: dict[tuple[str, str], Ranked] = {}
     for field_name in ("kind", "reason"):
-        rank = {value: position for position, value in enumerate(common[f"{field_name}_order"])}
+        order = common[f"{field_name}_order"]
         for platform in platforms:
+            first = platform.reasons_first if field_name == "reason" else ()
+            rank = {value: position for position, value in enumerate((*first, *(v for v in order if v not in first)))}
             own: tuple[Signal, ...] = getattr(platform, f"{field_name}_signals")
             candidates = [s for s in (*own, *common[f"{field_name}_signals"]) if s.value in rank]
             ranked[(platform.id, field_name)] = Ranked(sorted(candidates, key=lambda s: rank[s.value]))
