@@ -306,6 +306,18 @@ def test_a_platform_may_put_a_reason_before_the_common_order(rules: RuleSet) -> 
     assert amazon.reason == "restricted_product"  # the common reason_order
 
 
+def test_a_notice_quoted_by_someone_else_is_an_unverified_copy_with_its_deadline(rules: RuleSet) -> None:
+    body = ("Hi Marco,\nas you asked, the full notice is below.\nEmily\n\n----- Original notice -----\n"
+            "From: Amazon Services <seller-notification@amazon.com>\nSent: Monday, March 2, 2026 4:55 PM\n"
+            "Subject: Your account is at risk of deactivation\n\nYour account is at risk of deactivation. If you "
+            "do not submit a plan of action by 07/16/2026, your selling privileges will be deactivated.")
+    copy = classify(parse_message(_mail("Emily Hart <emily@harborlane.example>", "Re: the Amazon notice", body)), rules)
+    assert (copy.kind, copy.authenticity, str(copy.deadline)) == ("deactivation_pending", "unverified", "2026-07-16")
+    posing = classify(parse_message(_mail("Amazon Services <alerts@amazon-seller-help.example>", "Re: the Amazon notice",
+                                          body)), rules)
+    assert posing.authenticity == "suspected_phishing"
+
+
 def test_an_action_said_not_to_have_happened_does_not_name_the_kind(rules: RuleSet) -> None:
     said = classify(parse_message(_plain_notice(
         "This warning is recorded on your Account Health page. No listings have been removed, and we have not "

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from watcher import literals
 from watcher.parse import parse_message
 from watcher.rules import RuleSet, load_rules
-from watcher.signals import Signal, digit_runs
+from watcher.signals import Signal, digit_runs, required_literals
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIL = sorted((ROOT.parent / "shared" / "corpus").glob("*.eml")) + sorted((ROOT / "tests" / "mail" / "classify").glob("*.eml"))
@@ -98,3 +98,11 @@ def test_a_sentence_veto_reads_only_the_sentence_before_the_match() -> None:
     text = "once you pay, we review. your account has been reactivated."
     assert not signal.vetoed(text, text.index("account"))
     assert signal.vetoed("once your account has been reactivated", len("once your "))
+
+
+def test_a_prefix_the_parser_moved_out_of_alternatives_is_read_with_each_of_them() -> None:
+    # The parser turns (reinstated|restored|reactivated) into re(?:instated|stored|activated), whose
+    # parts alone are common ("activated" is in every "deactivated"): the triggers keep them whole.
+    triggers = required_literals(re.compile(r"\baccount (is|was) (reinstated|restored|reactivated)", re.IGNORECASE))
+    assert ("reactivated", "reinstated", "restored") in triggers
+    assert all("activated" not in group for group in triggers)

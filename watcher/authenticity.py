@@ -154,6 +154,19 @@ def is_internal_forward(message: ParsedMessage, rules: RuleSet) -> bool:
     return any(domain_of(address) == sender for address in message.to)
 
 
+def is_quoted_copy(message: ParsedMessage, platform: Platform, text: str, rules: RuleSet) -> bool:
+    """Return True for a copy of the platform's notice sent on by someone who does not pose as the
+    platform: a reply or forward from another domain, under a name that is not the platform's,
+    quoting the notice's own header block ("From: Amazon Services …")."""
+    if is_own(domain_of(message.from_address), platform) or platform.names.search(message.from_name):
+        return False
+    for found in rules.forwarded_from.finditer(text):
+        quoted = found.group("from")
+        if platform.names.search(quoted) or any(is_own(domain.lower(), platform) for domain in _ADDRESS.findall(quoted)):
+            return True
+    return False
+
+
 def judge(
     message: ParsedMessage,
     platform: Platform,
@@ -164,7 +177,7 @@ def judge(
     """Return the authenticity verdict for a notice about ``platform`` and the evidence for it."""
     tells: list[Evidence] = []
     sender = domain_of(message.from_address)
-    forward = is_internal_forward(message, rules)
+    forward = is_internal_forward(message, rules) or is_quoted_copy(message, platform, text, rules)
 
     def tell(rule: str, signal: str) -> None:
         tells.append(Evidence(field="authenticity", value=PHISHING, rule=rule, signal=signal))
@@ -200,7 +213,7 @@ def judge(
     if tells:
         return Verdict(PHISHING, tuple(tells))
     if forward:
-        return Verdict(UNVERIFIED, (Evidence("authenticity", UNVERIFIED, "forward inside the organisation", message.subject),))
+        return Verdict(UNVERIFIED, (Evidence("authenticity", UNVERIFIED, "a copy sent on by someone else", message.subject),))
     for method, result, identity in results:
         aligned = method == "dmarc" or (method == "dkim" and within(sender, identity))
         if result == "pass" and aligned:

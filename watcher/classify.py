@@ -150,7 +150,7 @@ def classify(
     runs = digit_runs(lowered)
     if kind not in rules.kinds_without_deadline:
         order = extract.date_order_for(platform, marketplace.value if marketplace else None, language, rules)
-        own = _reply_end(message, lowered, rules)
+        own = _reply_end(message, lowered, rules) if authenticity.is_own(sender, platform) else len(lowered)
         deadline = extract.find_deadline(
             haystack[:own], message.date, order, rules, relative_allowed=not internal_forward,
             lowered=lowered[:own], runs=[run for run in runs if run[1] <= own],
@@ -180,7 +180,8 @@ def classify(
 
 def _reply_end(message: ParsedMessage, lowered: str, rules: RuleSet) -> int:
     """Return where a reply's own words end in ``lowered``: at the mail it quotes (a quoted header
-    or quoted lines), whose dates are that earlier mail's; the whole length for any other mail."""
+    or quoted lines), whose dates are that earlier mail's; the whole length for any other mail.
+    (For the platform's own replies: anyone else's reply quotes the notice, which is the point.)"""
     if not rules.reply_subject.search(message.subject) or rules.forward_subject.search(message.subject):
         return len(lowered)
     header = rules.forwarded_from.search(lowered)

@@ -493,6 +493,11 @@ def _necessary_sets(items: Any) -> list[frozenset[str]]:
         if name == "LITERAL":
             run.append(chr(argument).lower())
             continue
+        if name == "BRANCH" and run:
+            # The parser moves the prefix alternatives share before them ("re(?:instated|stored)"):
+            # the prefix with each alternative's own leading literals is a far rarer set.
+            prefix = "".join(run)
+            candidates.append(frozenset(prefix + _leading_literals(branch) for branch in argument[1]))
         close_run()
         if name == "SUBPATTERN":
             candidates.extend(_necessary_sets(argument[-1]))
@@ -508,6 +513,16 @@ def _necessary_sets(items: Any) -> list[frozenset[str]]:
     return [c for c in candidates if c and all(c)]
 
 
+def _leading_literals(items: Any) -> str:
+    """Return the literal characters the parsed sequence ``items`` starts with (lower-case)."""
+    leading = []
+    for op, argument in items:
+        if str(op) != "LITERAL":
+            break
+        leading.append(chr(argument).lower())
+    return "".join(leading)
+
+
 def _best(sets: list[frozenset[str]]) -> frozenset[str] | None:
     return max(sets, key=_score) if sets else None
 
@@ -521,4 +536,8 @@ def required_literals(pattern: re.Pattern[str]) -> tuple[tuple[str, ...], ...]:
         return ()
     useful = [found for found in _necessary_sets(list(parsed)) if _score(found) >= _MIN_TRIGGER_SCORE]
     useful.sort(key=_score, reverse=True)
-    return tuple(tuple(sorted(found, key=len, reverse=True)) for found in useful[:_MAX_TRIGGER_GROUPS])
+    chosen: list[frozenset[str]] = []
+    for found in useful:  # a set whose every literal holds one of a chosen set's adds nothing to it
+        if not any(all(any(part in whole for part in found) for whole in kept) for kept in chosen):
+            chosen.append(found)
+    return tuple(tuple(sorted(found, key=len, reverse=True)) for found in chosen[:_MAX_TRIGGER_GROUPS])
