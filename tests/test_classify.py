@@ -318,6 +318,27 @@ def test_a_notice_quoted_by_someone_else_is_an_unverified_copy_with_its_deadline
     assert posing.authenticity == "suspected_phishing"
 
 
+@pytest.mark.parametrize(
+    ("sender", "subject", "body", "kind"),
+    [
+        ("Amazon <product-compliance@amazon.com>", "Warning: a listing on your account",
+         "One of your listings does not comply with our Restricted Products policy. This notification has been "
+         "recorded in your Account Health. We have not taken any action against your account.", "policy_warning"),
+        ("Shopify <trust-safety@shopify.com>", "Re: Store terminated",
+         "After a further review, we are upholding our decision. Your store remains terminated for operating in "
+         "violation of our Acceptable Use Policy.", "appeal_update"),
+        ("Amazon <account-security@amazon.com>", "Your seller account has been locked",
+         "An unauthorized user may have accessed your account, so we have temporarily locked access to it and "
+         "disabled editing of your listings until access is restored.", "security_lock"),
+    ],
+    ids=["warning recorded in account health", "decision upheld", "restored only later"],
+)
+def test_notices_worded_as_the_last_unseen_batches_worded_them(sender: str, subject: str, body: str, kind: str,
+                                                                rules: RuleSet) -> None:
+    said = classify(parse_message(_mail(sender, subject, body)), rules)
+    assert (said.relevant, said.kind) == (True, kind)
+
+
 def test_an_action_said_not_to_have_happened_does_not_name_the_kind(rules: RuleSet) -> None:
     said = classify(parse_message(_plain_notice(
         "This warning is recorded on your Account Health page. No listings have been removed, and we have not "

@@ -162,7 +162,7 @@ def is_quoted_copy(message: ParsedMessage, platform: Platform, text: str, rules:
         return False
     for found in rules.forwarded_from.finditer(text):
         quoted = found.group("from")
-        if platform.names.search(quoted) or any(is_own(domain.lower(), platform) for domain in _ADDRESS.findall(quoted)):
+        if platform.names.search(quoted) or any(is_own(d.lower(), platform) for d in _ADDRESS.findall(quoted)):
             return True
     return False
 
@@ -213,7 +213,8 @@ def judge(
     if tells:
         return Verdict(PHISHING, tuple(tells))
     if forward:
-        return Verdict(UNVERIFIED, (Evidence("authenticity", UNVERIFIED, "a copy sent on by someone else", message.subject),))
+        copy = Evidence("authenticity", UNVERIFIED, "a copy sent on by someone else", message.subject)
+        return Verdict(UNVERIFIED, (copy,))
     for method, result, identity in results:
         aligned = method == "dmarc" or (method == "dkim" and within(sender, identity))
         if result == "pass" and aligned:

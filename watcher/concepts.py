@@ -102,7 +102,8 @@ class Concepts:
                 for concept, words in self.words.items():
                     for word in words:
                         owners.setdefault(word, set()).add(concept)
-                automaton = ahocorasick_rs.AhoCorasick(owners, matchkind=ahocorasick_rs.MatchKind.Standard) if owners else None
+                standard = ahocorasick_rs.MatchKind.Standard  # every match, overlapping ones too
+                automaton = ahocorasick_rs.AhoCorasick(owners, matchkind=standard) if owners else None
                 self._automaton = (automaton, [tuple(sorted(concepts)) for concepts in owners.values()])
             return self._automaton  # type: ignore[no-any-return]
 

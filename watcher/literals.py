@@ -42,7 +42,9 @@ class LiteralIndex:
         if found is not None:
             return found
         automaton = self._automaton if self._built else self._build()
-        found = frozenset(automaton.find_matches_as_strings(lowered, overlapping=True)) if automaton and lowered else frozenset()
+        found = frozenset()
+        if automaton is not None and lowered:
+            found = frozenset(automaton.find_matches_as_strings(lowered, overlapping=True))
         cache = self._cache
         if len(cache) >= _CACHE_SIZE:
             cache = self._cache = {}
@@ -57,7 +59,8 @@ class LiteralIndex:
         with self._lock:
             if not self._built:
                 words = sorted(self._words)
-                self._automaton = ahocorasick_rs.AhoCorasick(words, matchkind=ahocorasick_rs.MatchKind.Standard) if words else None
+                standard = ahocorasick_rs.MatchKind.Standard  # every match, overlapping ones too
+                self._automaton = ahocorasick_rs.AhoCorasick(words, matchkind=standard) if words else None
                 self._built = True
             return self._automaton
 
