@@ -50,7 +50,8 @@ class Concepts:
     words: dict[str, tuple[str, ...]]
     rules: tuple[ConceptRule, ...]  # in the order they are tried
     subject_has: frozenset[str] = frozenset()  # concepts every subject counts as holding
-    _automaton: Any = field(default=None, repr=False)
+    # Built on first use: the automaton of every concept word (None without words), and each word's concepts.
+    _automaton: tuple[ahocorasick_rs.AhoCorasick | None, list[tuple[str, ...]]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def first(self, subject: str, text: str) -> Evidence | None:
@@ -105,7 +106,7 @@ class Concepts:
                 standard = ahocorasick_rs.MatchKind.Standard  # every match, overlapping ones too
                 automaton = ahocorasick_rs.AhoCorasick(owners, matchkind=standard) if owners else None
                 self._automaton = (automaton, [tuple(sorted(concepts)) for concepts in owners.values()])
-            return self._automaton  # type: ignore[no-any-return]
+            return self._automaton
 
 
 def _sentences(subject: str, text: str) -> list[tuple[int, int, str]]:
