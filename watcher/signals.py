@@ -138,12 +138,7 @@ class Signal:
     def search(self, lowered: str) -> re.Match[str] | None:
         """Return the first match in ``lowered`` (a lower-cased text), or None."""
         present = literals.present_in(lowered)
-        return None if self.excluded_by(present) else self.search_in(lowered, present)
-
-    def search_in(self, lowered: str, present: frozenset[str] | None) -> re.Match[str] | None:
-        """``search`` for a caller that has checked ``excluded_by`` already with ``present``: the
-        literals of ``lowered`` (``literals.present_in``) or of a text that holds it."""
-        return self.search_branches(lowered, self._live(present, lowered))
+        return None if self.excluded_by(present) else self.search_branches(lowered, self._live(present, lowered))
 
     def search_branches(self, lowered: str, live: Iterable[Branch]) -> re.Match[str] | None:
         """Return the first match of the branches ``live`` (those of this signal whose literals
